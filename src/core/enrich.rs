@@ -1,0 +1,412 @@
+//! Validate and enrich: one event's JSON bytes into an [`Event`] with its
+//! derived fields (`created_datetime`, `event_type`, `event_subtype`) and its
+//! partition, or a [`Reject`] that says which field was wrong and how.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use indexmap::IndexMap;
+use serde_json::value::RawValue;
+
+use crate::core::partition::{MAX_ESCAPED_VALUE_BYTES, PartitionKey, hive_escape};
+use crate::core::reject::Reject;
+
+/// Lowest accepted `created_at`: 0001-01-01T00:00:00Z.
+pub const MIN_CREATED_AT: i64 = -62_135_596_800;
+/// Accepted `created_at` values are below this (year 5138). Larger values are
+/// almost always milliseconds (or finer) sent where seconds were expected, and
+/// would file the event under an absurd date, so they are rejected, never guessed.
+pub const MAX_CREATED_AT: i64 = 100_000_000_000;
+
+/// Payload fields whose names the lake derives itself. A payload field with one
+/// of these names is dropped when it equals the derived value and otherwise
+/// kept as `<name>__payload`: a payload cannot choose its own partition, and
+/// nothing it sent is lost.
+pub const DERIVED_NAMES: [&str; 4] = [
+    "created_datetime",
+    "event_type",
+    "event_subtype",
+    "event_date",
+];
+
+/// A valid, enriched event. Payload values borrow the record's bytes.
+#[derive(Debug)]
+pub struct Event<'a> {
+    /// `event_uuid`, the dedup key.
+    pub event_uuid: String,
+    /// `event_name` as sent.
+    pub event_name: String,
+    /// `created_at` in Unix seconds.
+    pub created_at: f64,
+    /// `created_at` as ISO 8601 UTC (`2024-03-17T10:15:30Z`, with 3, 6 or 9
+    /// fractional digits when the value has a fraction).
+    pub created_datetime: String,
+    /// Where the event goes: event type, subtype and UTC date.
+    pub partition: PartitionKey,
+    /// The other top-level fields, in the order sent, as raw JSON.
+    pub payload: Vec<(String, &'a RawValue)>,
+}
+
+/// Parses, validates and enriches one event.
+pub fn enrich(json: &[u8]) -> Result<Event<'_>, Reject> {
+    let mut fields = parse_object(json)?;
+    let event_uuid = take_string(&mut fields, "event_uuid")?;
+    if event_uuid.is_empty() {
+        return Err(Reject::EmptyUuid);
+    }
+    let event_name = take_string(&mut fields, "event_name")?;
+    let created_raw = fields
+        .shift_remove("created_at")
+        .filter(|v| v.get() != "null")
+        .ok_or(Reject::Missing("created_at"))?;
+    let when = parse_created_at(created_raw.get())?;
+
+    let mut parts = event_name.split(':');
+    let event_type = parts.next().unwrap_or_default().to_string();
+    if event_type.is_empty() {
+        return Err(Reject::EmptyEventType(event_name));
+    }
+    let event_subtype = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
+    check_part_len("event type", &event_type)?;
+    if let Some(s) = &event_subtype {
+        check_part_len("event subtype", s)?;
+    }
+
+    let partition = PartitionKey {
+        event_type,
+        event_subtype,
+        event_date: when.time.date_naive(),
+    };
+    let created_datetime = when.time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let payload = rename_derived(fields, &partition, &created_datetime);
+    Ok(Event {
+        event_uuid,
+        event_name,
+        created_at: when.seconds,
+        created_datetime,
+        partition,
+        payload,
+    })
+}
+
+fn parse_object(json: &[u8]) -> Result<IndexMap<String, &RawValue>, Reject> {
+    match serde_json::from_slice::<IndexMap<String, &RawValue>>(json) {
+        Ok(map) => Ok(map),
+        Err(e) => {
+            // Say what the top-level value was when it is JSON but not an object.
+            match serde_json::from_slice::<&RawValue>(json) {
+                Ok(raw) => Err(Reject::NotAnObject(json_kind(raw.get()))),
+                Err(_) => Err(Reject::InvalidJson(e.to_string())),
+            }
+        }
+    }
+}
+
+/// The JSON kind of a raw value, for messages.
+pub fn json_kind(raw: &str) -> &'static str {
+    match raw.as_bytes().first() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+fn take_string(
+    fields: &mut IndexMap<String, &RawValue>,
+    name: &'static str,
+) -> Result<String, Reject> {
+    let raw = fields
+        .shift_remove(name)
+        .filter(|v| v.get() != "null")
+        .ok_or(Reject::Missing(name))?;
+    if !raw.get().starts_with('"') {
+        return Err(Reject::WrongType {
+            field: name,
+            expected: "a string",
+            found: format!("{} ({})", json_kind(raw.get()), clip(raw.get())),
+        });
+    }
+    serde_json::from_str::<String>(raw.get()).map_err(|e| Reject::InvalidJson(e.to_string()))
+}
+
+fn check_part_len(part: &'static str, value: &str) -> Result<(), Reject> {
+    let len = hive_escape(value).len();
+    if len > MAX_ESCAPED_VALUE_BYTES {
+        return Err(Reject::NamePartTooLong {
+            part,
+            value: clip(value),
+            len,
+            max: MAX_ESCAPED_VALUE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn clip(s: &str) -> String {
+    const MAX: usize = 60;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+fn rename_derived<'a>(
+    fields: IndexMap<String, &'a RawValue>,
+    partition: &PartitionKey,
+    created_datetime: &str,
+) -> Vec<(String, &'a RawValue)> {
+    let date = crate::core::partition::format_date(partition.event_date);
+    fields
+        .into_iter()
+        .filter_map(|(name, raw)| {
+            let derived: Option<Option<&str>> = match name.as_str() {
+                "created_datetime" => Some(Some(created_datetime)),
+                "event_type" => Some(Some(&partition.event_type)),
+                "event_subtype" => Some(partition.event_subtype.as_deref()),
+                "event_date" => Some(Some(&date)),
+                _ => None,
+            };
+            match derived {
+                None => Some((name, raw)),
+                Some(value) => {
+                    let same = match value {
+                        None => raw.get() == "null",
+                        Some(v) => serde_json::from_str::<String>(raw.get()).is_ok_and(|s| s == v),
+                    };
+                    (!same).then(|| (format!("{name}__payload"), raw))
+                }
+            }
+        })
+        .collect()
+}
+
+/// `created_at` resolved to an instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CreatedAt {
+    /// Seconds as a double (the `created_at` column).
+    pub seconds: f64,
+    /// The exact instant, to the nanosecond the literal gives.
+    pub time: DateTime<Utc>,
+}
+
+/// Parses `created_at` from its JSON literal: a number of Unix seconds, integer
+/// or fractional. Decimal fractions are read digit by digit (to the nanosecond,
+/// no float rounding); exponent forms go through `f64`. Strings are rejected,
+/// numeric ones included: the contract says number, and a guess could file the
+/// event under a wrong date.
+pub fn parse_created_at(raw: &str) -> Result<CreatedAt, Reject> {
+    let first = raw.as_bytes().first().copied();
+    if !matches!(first, Some(b'-' | b'0'..=b'9')) {
+        return Err(Reject::WrongType {
+            field: "created_at",
+            expected: "a number of Unix seconds",
+            found: format!("{} ({})", json_kind(raw), clip(raw)),
+        });
+    }
+    let out_of_range = || {
+        let scale = [
+            (1_000u64, "milliseconds"),
+            (1_000_000, "microseconds"),
+            (1_000_000_000, "nanoseconds"),
+        ];
+        let v: f64 = raw.parse().unwrap_or(f64::INFINITY);
+        for (div, unit) in scale {
+            let s = v / div as f64;
+            if v >= MAX_CREATED_AT as f64 && s < MAX_CREATED_AT as f64 && s >= 0.0 {
+                return Reject::CreatedAtNotSeconds {
+                    value: clip(raw),
+                    unit,
+                    divisor: div,
+                };
+            }
+        }
+        Reject::CreatedAtOutOfRange {
+            value: clip(raw),
+            min: MIN_CREATED_AT,
+            max: MAX_CREATED_AT,
+        }
+    };
+    let (secs, nanos) = if raw.contains(['e', 'E']) {
+        let v: f64 = raw.parse().map_err(|_| out_of_range())?;
+        if !v.is_finite() || v < MIN_CREATED_AT as f64 || v >= MAX_CREATED_AT as f64 {
+            return Err(out_of_range());
+        }
+        let secs = v.floor();
+        // round to the microsecond: an f64 near 1.7e9 carries ~0.2 us of noise
+        let micros = ((v - secs) * 1e6).round() as i64;
+        (
+            secs as i64 + micros / 1_000_000,
+            (micros % 1_000_000) as u32 * 1000,
+        )
+    } else {
+        let (int_part, frac) = raw.split_once('.').unwrap_or((raw, ""));
+        let whole: i64 = int_part.parse().map_err(|_| out_of_range())?;
+        let mut nanos: u32 = 0;
+        for (i, d) in frac.bytes().take(9).enumerate() {
+            nanos += u32::from(d - b'0') * 10u32.pow(8 - i as u32);
+        }
+        if raw.starts_with('-') && nanos > 0 {
+            (whole - 1, 1_000_000_000 - nanos)
+        } else {
+            (whole, nanos)
+        }
+    };
+    if !(MIN_CREATED_AT..MAX_CREATED_AT).contains(&secs) {
+        return Err(out_of_range());
+    }
+    let time = DateTime::from_timestamp(secs, nanos).ok_or_else(out_of_range)?;
+    let seconds = raw.parse::<f64>().map_err(|_| out_of_range())?;
+    Ok(CreatedAt { seconds, time })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(json: &str) -> Event<'_> {
+        enrich(json.as_bytes()).expect("valid event")
+    }
+
+    fn err(json: &str) -> Reject {
+        enrich(json.as_bytes()).expect_err("rejected")
+    }
+
+    #[test]
+    fn derives_datetime_type_subtype_and_date() {
+        let e = ok(
+            r#"{"event_uuid":"u1","event_name":"payment:order:completed","created_at":1710670530,"amount":12}"#,
+        );
+        assert_eq!(e.created_datetime, "2024-03-17T10:15:30Z");
+        assert_eq!(e.partition.event_type, "payment");
+        assert_eq!(e.partition.event_subtype.as_deref(), Some("order"));
+        assert_eq!(e.partition.event_date.to_string(), "2024-03-17");
+        assert_eq!(e.created_at, 1710670530.0);
+        assert_eq!(e.payload.len(), 1);
+        assert_eq!(e.payload[0].0, "amount");
+        assert_eq!(e.payload[0].1.get(), "12");
+    }
+
+    #[test]
+    fn fractional_seconds_are_kept_exactly() {
+        let e = ok(r#"{"event_uuid":"u","event_name":"a:b","created_at":1710670530.25}"#);
+        assert_eq!(e.created_datetime, "2024-03-17T10:15:30.250Z");
+        let e = ok(r#"{"event_uuid":"u","event_name":"a:b","created_at":1710670530.123456789}"#);
+        assert_eq!(e.created_datetime, "2024-03-17T10:15:30.123456789Z");
+        let e = ok(r#"{"event_uuid":"u","event_name":"a:b","created_at":1.7106705301e9}"#);
+        assert_eq!(e.created_datetime, "2024-03-17T10:15:30.100Z");
+    }
+
+    #[test]
+    fn negative_fraction_counts_back_from_the_epoch() {
+        let e = ok(r#"{"event_uuid":"u","event_name":"a","created_at":-0.5}"#);
+        assert_eq!(e.created_datetime, "1969-12-31T23:59:59.500Z");
+        assert_eq!(e.partition.event_date.to_string(), "1969-12-31");
+    }
+
+    #[test]
+    fn no_second_part_means_null_subtype() {
+        assert_eq!(
+            ok(r#"{"event_uuid":"u","event_name":"account","created_at":0}"#)
+                .partition
+                .event_subtype,
+            None
+        );
+        assert_eq!(
+            ok(r#"{"event_uuid":"u","event_name":"account::x","created_at":0}"#)
+                .partition
+                .event_subtype,
+            None
+        );
+    }
+
+    #[test]
+    fn derived_fields_win_over_the_payload_and_nothing_is_lost() {
+        let e = ok(
+            r#"{"event_uuid":"u","event_name":"a:b","created_at":0,"event_type":"evil","event_subtype":"b","event_date":"x"}"#,
+        );
+        assert_eq!(e.partition.event_type, "a");
+        let names: Vec<_> = e.payload.iter().map(|(n, _)| n.as_str()).collect();
+        // equal to the derived value: dropped; different: kept under another name
+        assert_eq!(names, ["event_type__payload", "event_date__payload"]);
+    }
+
+    #[test]
+    fn every_rejection_reason_names_the_field() {
+        let cases = [
+            (r#"not json"#, "invalid_json"),
+            (r#"[1,2]"#, "not_an_object"),
+            (r#"{"event_name":"a","created_at":1}"#, "missing_field"),
+            (
+                r#"{"event_uuid":null,"event_name":"a","created_at":1}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"event_uuid":7,"event_name":"a","created_at":1}"#,
+                "wrong_type",
+            ),
+            (
+                r#"{"event_uuid":"","event_name":"a","created_at":1}"#,
+                "empty_event_uuid",
+            ),
+            (
+                r#"{"event_uuid":"u","event_name":":b","created_at":1}"#,
+                "empty_event_type",
+            ),
+            (r#"{"event_uuid":"u","created_at":1}"#, "missing_field"),
+            (r#"{"event_uuid":"u","event_name":"a"}"#, "missing_field"),
+            (
+                r#"{"event_uuid":"u","event_name":"a","created_at":"1710670530"}"#,
+                "wrong_type",
+            ),
+            (
+                r#"{"event_uuid":"u","event_name":"a","created_at":1710670530000}"#,
+                "created_at_not_seconds",
+            ),
+            (
+                r#"{"event_uuid":"u","event_name":"a","created_at":-99999999999}"#,
+                "created_at_out_of_range",
+            ),
+            (
+                r#"{"event_uuid":"u","event_name":"a","created_at":1e300}"#,
+                "created_at_out_of_range",
+            ),
+        ];
+        for (json, code) in cases {
+            let r = err(json);
+            assert_eq!(r.code(), code, "{json}: {r}");
+        }
+        let long = format!(
+            r#"{{"event_uuid":"u","event_name":"{}:b","created_at":1}}"#,
+            "x".repeat(201)
+        );
+        assert_eq!(err(&long).code(), "name_part_too_long");
+    }
+
+    #[test]
+    fn milliseconds_say_what_to_do() {
+        let r = err(r#"{"event_uuid":"u","event_name":"a","created_at":1710670530000}"#);
+        assert!(r.to_string().contains("milliseconds"), "{r}");
+        assert!(r.to_string().contains("divide by 1000"), "{r}");
+    }
+
+    #[test]
+    fn range_bounds_are_inclusive_below_and_exclusive_above() {
+        assert!(parse_created_at(&MIN_CREATED_AT.to_string()).is_ok());
+        assert!(parse_created_at(&(MIN_CREATED_AT - 1).to_string()).is_err());
+        assert!(parse_created_at(&(MAX_CREATED_AT - 1).to_string()).is_ok());
+        assert!(parse_created_at(&MAX_CREATED_AT.to_string()).is_err());
+    }
+
+    #[test]
+    fn escaped_keys_and_duplicate_keys_follow_json_rules() {
+        let e = ok(r#"{"event_uuid":"u","event_name":"a","created_at":1,"k\u0065y":1,"key":2}"#);
+        assert_eq!(e.payload.len(), 1);
+        assert_eq!(e.payload[0].0, "key");
+        assert_eq!(e.payload[0].1.get(), "2");
+    }
+}

@@ -1,0 +1,11 @@
+//! The pure core: no AWS, Lambda or filesystem types. Bytes in, outcome out;
+//! the dedup store and the object sink are traits the adapters implement.
+
+pub mod decode;
+pub mod dedup;
+pub mod encode;
+pub mod enrich;
+pub mod partition;
+pub mod pipeline;
+pub mod reject;
+pub mod sink;

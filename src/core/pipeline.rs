@@ -1,0 +1,701 @@
+//! The pipeline: one batch of raw records in, one [`BatchOutcome`] out.
+//!
+//! decode -> validate + enrich -> dedup within the batch -> group by partition
+//! -> claim uuids -> resolve held claims -> encode and put one Parquet file per
+//! partition -> put one dead-letter file for the rejects.
+//!
+//! Every record ends in exactly one state: written, duplicate, rejected (kept
+//! in the dead-letter area), or failed (not durably handled: the caller must
+//! retry it; Lambda does so from the lowest failed sequence number).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::StreamExt as _;
+use serde::Serialize;
+
+use crate::core::decode::decode;
+use crate::core::dedup::{Claim, ClaimOutcome, DedupStore, Holder, Resolution, Transfer, resolve};
+use crate::core::encode::{EncodeOptions, encode};
+use crate::core::enrich::{Event, enrich};
+use crate::core::partition::{PartitionKey, data_object_key, error_object_key};
+use crate::core::reject::Reject;
+use crate::core::sink::ObjectSink;
+use crate::record::{Origin, RawRecord};
+
+/// How the pipeline writes.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Key prefix of the lake (empty for the root of a folder or bucket).
+    pub prefix: String,
+    /// After this many seconds a claim whose file never landed may be taken
+    /// over by another record with the same uuid (longer than any writer
+    /// lives: Lambda's limit is 900 s).
+    pub lease_secs: i64,
+    /// Object puts and existence checks in flight at once.
+    pub io_concurrency: usize,
+    /// Parquet writer options.
+    pub encode: EncodeOptions,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            prefix: String::new(),
+            lease_secs: 1200,
+            io_concurrency: 16,
+            encode: EncodeOptions::default(),
+        }
+    }
+}
+
+/// Counters of one or more batches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Records read.
+    pub records: u64,
+    /// Events written to the lake.
+    pub written: u64,
+    /// Records dropped as repeats of an event already in the lake or batch.
+    pub duplicates: u64,
+    /// Records rejected into the dead-letter area.
+    pub rejected: u64,
+    /// Records not durably handled; to be retried.
+    pub failed: u64,
+    /// Parquet files written.
+    pub files: u64,
+    /// Bytes of Parquet written.
+    pub bytes: u64,
+    /// Dead-letter files written.
+    pub dead_letter_files: u64,
+}
+
+impl Counts {
+    /// Adds another batch's counts.
+    pub fn add(&mut self, o: &Counts) {
+        self.records += o.records;
+        self.written += o.written;
+        self.duplicates += o.duplicates;
+        self.rejected += o.rejected;
+        self.failed += o.failed;
+        self.files += o.files;
+        self.bytes += o.bytes;
+        self.dead_letter_files += o.dead_letter_files;
+    }
+}
+
+/// A file the batch wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// Object key.
+    pub key: String,
+    /// Events in it.
+    pub rows: usize,
+    /// Its size.
+    pub bytes: usize,
+}
+
+/// A record the batch could not durably handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRecord {
+    /// Index in the batch.
+    pub index: usize,
+    /// Why, and what happens next.
+    pub reason: String,
+}
+
+/// The result of one batch.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOutcome {
+    /// Counters.
+    pub counts: Counts,
+    /// Records to retry, in batch order.
+    pub failed: Vec<FailedRecord>,
+    /// Data files written.
+    pub files: Vec<WrittenFile>,
+    /// Time spent waiting on the dedup store.
+    pub store_ms: u64,
+    /// Time spent waiting on the object sink.
+    pub sink_ms: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    Pending,
+    Duplicate,
+    Write,
+    /// The claim's outcome is unknown: its destination file must not be
+    /// written, or a retry would take the file's existence for a commit.
+    Unknown(String),
+    Failed(String),
+    Written,
+}
+
+/// One file the batch may write: a partition's events, or the dead letters.
+struct Group {
+    key: String,
+    members: Vec<usize>,
+    dead_letters: bool,
+}
+
+/// One dead-letter line.
+#[derive(Serialize)]
+struct DeadLetter<'a> {
+    reason_code: &'static str,
+    reason: String,
+    origin: &'a Origin,
+    rejected_at: &'a str,
+    data_base64: String,
+}
+
+/// The dedup key under which a rejected record is claimed, so that a retry or
+/// a re-run does not write its dead letter twice.
+fn reject_claim_key(owner: &str) -> String {
+    format!("rejected:{owner}")
+}
+
+/// Runs one batch through the pipeline. Never fails as a whole: what could not
+/// be done is reported per record in [`BatchOutcome::failed`].
+pub async fn run_batch<S: DedupStore, O: ObjectSink>(
+    records: &[RawRecord],
+    store: &S,
+    sink: &O,
+    cfg: &PipelineConfig,
+    now: DateTime<Utc>,
+) -> BatchOutcome {
+    let n = records.len();
+    let now_s = now.timestamp();
+    let mut out = BatchOutcome::default();
+    out.counts.records = n as u64;
+    let mut state: Vec<State> = (0..n).map(|_| State::Pending).collect();
+    let owners: Vec<String> = records.iter().map(|r| r.origin.owner()).collect();
+
+    // decode, validate, enrich
+    let decoded: Vec<Result<Cow<'_, [u8]>, Reject>> =
+        records.iter().map(|r| decode(&r.data)).collect();
+    let mut events: Vec<Option<Event<'_>>> = Vec::with_capacity(n);
+    let mut rejects: Vec<(usize, Reject)> = Vec::new();
+    for (i, d) in decoded.iter().enumerate() {
+        match d.as_ref().map_err(Clone::clone).and_then(|b| enrich(b)) {
+            Ok(e) => events.push(Some(e)),
+            Err(r) => {
+                tracing::warn!(record = %records[i].origin.describe(), reason_code = r.code(), reason = %r, "record rejected to the dead-letter area");
+                rejects.push((i, r));
+                events.push(None);
+            }
+        }
+    }
+    let claim_keys: Vec<Cow<'_, str>> = events
+        .iter()
+        .zip(&owners)
+        .map(|(e, owner)| match e {
+            Some(e) => Cow::Borrowed(e.event_uuid.as_str()),
+            None => Cow::Owned(reject_claim_key(owner)),
+        })
+        .collect();
+
+    // dedup within the batch: the first copy wins
+    let mut seen: HashSet<&str> = HashSet::with_capacity(n);
+    for (i, e) in events.iter().enumerate() {
+        if let Some(e) = e
+            && !seen.insert(&e.event_uuid)
+        {
+            state[i] = State::Duplicate;
+        }
+    }
+
+    // one group per partition, plus one for the dead letters; each names its file
+    let mut by_partition: BTreeMap<&PartitionKey, Vec<usize>> = BTreeMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if let (Some(e), State::Pending) = (e, &state[i]) {
+            by_partition.entry(&e.partition).or_default().push(i);
+        }
+    }
+    let mut groups: Vec<Group> = by_partition
+        .into_iter()
+        .map(|(p, members)| Group {
+            key: data_object_key(&cfg.prefix, p, &uuid::Uuid::now_v7().to_string()),
+            members,
+            dead_letters: false,
+        })
+        .collect();
+    if !rejects.is_empty() {
+        groups.push(Group {
+            key: error_object_key(
+                &cfg.prefix,
+                now.date_naive(),
+                &uuid::Uuid::now_v7().to_string(),
+            ),
+            members: rejects.iter().map(|(i, _)| *i).collect(),
+            dead_letters: true,
+        });
+    }
+    let mut dest: Vec<usize> = vec![usize::MAX; n];
+    for (g, group) in groups.iter().enumerate() {
+        for &i in &group.members {
+            dest[i] = g;
+        }
+    }
+
+    // claim
+    let pending: Vec<usize> = (0..n).filter(|&i| dest[i] != usize::MAX).collect();
+    let claims: Vec<Claim<'_>> = pending
+        .iter()
+        .map(|&i| Claim {
+            event_uuid: &claim_keys[i],
+            owner: &owners[i],
+            object_key: &groups[dest[i]].key,
+        })
+        .collect();
+    let t = Instant::now();
+    let outcomes = store.claim(&claims, now_s).await;
+    out.store_ms += t.elapsed().as_millis() as u64;
+    let mut held: Vec<(usize, Holder)> = Vec::new();
+    for (k, &i) in pending.iter().enumerate() {
+        match outcomes.get(k) {
+            Some(Ok(ClaimOutcome::Claimed)) => state[i] = State::Write,
+            Some(Ok(ClaimOutcome::Held(h))) => held.push((i, h.clone())),
+            Some(Err(e)) => state[i] = State::Unknown(e.to_string()),
+            None => state[i] = State::Unknown("the dedup store gave no answer".into()),
+        }
+    }
+
+    // resolve held claims: does the holder's file exist?
+    if !held.is_empty() {
+        let transfers = resolve_held(held, &owners, sink, cfg, now_s, &mut state, &mut out).await;
+        if !transfers.is_empty() {
+            let reqs: Vec<Transfer<'_>> = transfers
+                .iter()
+                .map(|(i, h)| Transfer {
+                    event_uuid: &claim_keys[*i],
+                    from_owner: &h.owner,
+                    from_key: &h.object_key,
+                    to: Claim {
+                        event_uuid: &claim_keys[*i],
+                        owner: &owners[*i],
+                        object_key: &groups[dest[*i]].key,
+                    },
+                })
+                .collect();
+            let t = Instant::now();
+            let results = store.transfer(&reqs, now_s).await;
+            out.store_ms += t.elapsed().as_millis() as u64;
+            for (k, (i, _)) in transfers.iter().enumerate() {
+                state[*i] = match results.get(k) {
+                    Some(Ok(ClaimOutcome::Claimed)) => State::Write,
+                    Some(Ok(ClaimOutcome::Held(h))) => State::Failed(format!(
+                        "the claim changed while taking it over (now held by {}); retry",
+                        h.owner
+                    )),
+                    Some(Err(e)) => State::Unknown(e.to_string()),
+                    None => State::Unknown("the dedup store gave no answer".into()),
+                };
+            }
+        }
+    }
+
+    // build each group's file from its claimed members; a group with an
+    // unknown claim is not written
+    let rejected_at = now.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let reasons: HashMap<usize, &Reject> = rejects.iter().map(|(i, r)| (*i, r)).collect();
+    let mut files: Vec<(usize, Bytes, Vec<usize>)> = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        if let Some(why) = group.members.iter().find_map(|&i| match &state[i] {
+            State::Unknown(e) => Some(e.clone()),
+            _ => None,
+        }) {
+            for &i in &group.members {
+                if matches!(state[i], State::Write | State::Unknown(_)) {
+                    state[i] = State::Failed(format!(
+                        "not written: a claim for file {} has an unknown outcome ({why}); retry",
+                        group.key
+                    ));
+                }
+            }
+            continue;
+        }
+        let to_write: Vec<usize> = group
+            .members
+            .iter()
+            .copied()
+            .filter(|&i| matches!(state[i], State::Write))
+            .collect();
+        if to_write.is_empty() {
+            continue;
+        }
+        let body = if group.dead_letters {
+            Ok(dead_letter_file(records, &to_write, &reasons, &rejected_at))
+        } else {
+            let rows: Vec<&Event<'_>> = to_write
+                .iter()
+                .filter_map(|&i| events[i].as_ref())
+                .collect();
+            encode(&rows, &cfg.encode).map_err(|e| format!("encoding {} failed: {e}", group.key))
+        };
+        match body {
+            Ok(bytes) => files.push((g, Bytes::from(bytes), to_write)),
+            Err(e) => {
+                for i in to_write {
+                    state[i] = State::Failed(e.clone());
+                }
+            }
+        }
+    }
+
+    // put every file concurrently
+    let t = Instant::now();
+    let groups_ref = &groups;
+    let put_results = futures::stream::iter(files)
+        .map(|(g, body, idx)| async move {
+            let len = body.len();
+            let r = sink.put(&groups_ref[g].key, body).await;
+            (g, len, idx, r)
+        })
+        .buffer_unordered(cfg.io_concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    out.sink_ms += t.elapsed().as_millis() as u64;
+    for (g, len, idx, r) in put_results {
+        let group = &groups[g];
+        match r {
+            Ok(()) if group.dead_letters => out.counts.dead_letter_files += 1,
+            Ok(()) => {
+                out.files.push(WrittenFile {
+                    key: group.key.clone(),
+                    rows: idx.len(),
+                    bytes: len,
+                });
+                out.counts.files += 1;
+                out.counts.bytes += len as u64;
+            }
+            Err(_) => {}
+        }
+        for i in idx {
+            state[i] = match &r {
+                Ok(()) => State::Written,
+                Err(e) => State::Failed(format!("writing {} failed: {e}; retry", group.key)),
+            };
+        }
+    }
+    out.files.sort_by(|a, b| a.key.cmp(&b.key));
+
+    // tally: every record in exactly one state
+    for (i, s) in state.into_iter().enumerate() {
+        let rejected = reasons.contains_key(&i);
+        match s {
+            State::Written | State::Duplicate if rejected => out.counts.rejected += 1,
+            State::Written => out.counts.written += 1,
+            State::Duplicate => out.counts.duplicates += 1,
+            State::Failed(reason) | State::Unknown(reason) => {
+                out.failed.push(FailedRecord { index: i, reason })
+            }
+            State::Pending | State::Write => out.failed.push(FailedRecord {
+                index: i,
+                reason: "internal: record left unhandled; retry".into(),
+            }),
+        }
+    }
+    out.counts.failed = out.failed.len() as u64;
+    for f in &out.failed {
+        tracing::warn!(record = %records[f.index].origin.describe(), reason = %f.reason, "record not handled; it will be retried");
+    }
+    out
+}
+
+/// Checks whether the files of held claims exist and decides for each held
+/// record; returns the claims to transfer.
+async fn resolve_held<O: ObjectSink>(
+    held: Vec<(usize, Holder)>,
+    owners: &[String],
+    sink: &O,
+    cfg: &PipelineConfig,
+    now_s: i64,
+    state: &mut [State],
+    out: &mut BatchOutcome,
+) -> Vec<(usize, Holder)> {
+    let mut keys: Vec<String> = held.iter().map(|(_, h)| h.object_key.clone()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let t = Instant::now();
+    let exists: HashMap<String, Result<bool, String>> = futures::stream::iter(keys)
+        .map(|k| async move {
+            let r = sink.exists(&k).await.map_err(|e| e.to_string());
+            (k, r)
+        })
+        .buffer_unordered(cfg.io_concurrency.max(1))
+        .collect()
+        .await;
+    out.sink_ms += t.elapsed().as_millis() as u64;
+    let mut transfers = Vec::new();
+    for (i, h) in held {
+        let Some(found) = exists.get(&h.object_key) else {
+            state[i] = State::Failed("internal: no existence check; retry".into());
+            continue;
+        };
+        match found {
+            Err(e) => {
+                state[i] = State::Failed(format!(
+                    "could not check whether {} holds this event: {e}",
+                    h.object_key
+                ))
+            }
+            Ok(file_exists) => match resolve(&h, &owners[i], *file_exists, now_s, cfg.lease_secs) {
+                Resolution::Duplicate => state[i] = State::Duplicate,
+                Resolution::Transfer => transfers.push((i, h)),
+                Resolution::RetryLater => {
+                    state[i] = State::Failed(format!(
+                        "event_uuid is claimed by {} since {} and its file {} has not landed yet; retry later",
+                        h.owner, h.claimed_at, h.object_key
+                    ))
+                }
+            },
+        }
+    }
+    transfers
+}
+
+/// The NDJSON body of a dead-letter file.
+fn dead_letter_file(
+    records: &[RawRecord],
+    members: &[usize],
+    reasons: &HashMap<usize, &Reject>,
+    rejected_at: &str,
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(members.len() * 256);
+    for &i in members {
+        let Some(r) = reasons.get(&i) else { continue };
+        let line = DeadLetter {
+            reason_code: r.code(),
+            reason: r.to_string(),
+            origin: &records[i].origin,
+            rejected_at,
+            data_base64: base64::engine::general_purpose::STANDARD.encode(&records[i].data),
+        };
+        // a struct of strings always serialises
+        if serde_json::to_writer(&mut body, &line).is_ok() {
+            body.push(b'\n');
+        }
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{MemSink, MemStore};
+    use arrow::array::AsArray;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn rec(owner_line: u64, json: &str) -> RawRecord {
+        RawRecord {
+            data: json.as_bytes().to_vec(),
+            origin: Origin::File {
+                path: "/in.ndjson".into(),
+                line: owner_line,
+            },
+        }
+    }
+
+    fn ev(uuid: &str, name: &str, day: i64) -> String {
+        format!(
+            r#"{{"event_uuid":"{uuid}","event_name":"{name}","created_at":{},"v":1}}"#,
+            1710633600 + day * 86400
+        )
+    }
+
+    fn batch() -> Vec<RawRecord> {
+        vec![
+            rec(1, &ev("a", "payment:order", 0)),
+            rec(2, &ev("b", "payment:order", 0)),
+            rec(3, &ev("c", "account:created", 1)),
+            rec(4, &ev("a", "payment:order", 0)),
+            rec(5, "not json"),
+            rec(6, &ev("d", "lesson", 0)),
+        ]
+    }
+
+    /// event_uuid -> number of rows in the lake
+    fn lake_rows(sink: &MemSink) -> HashMap<String, usize> {
+        let mut rows = HashMap::new();
+        for (key, body) in sink.objects() {
+            if !key.ends_with(".parquet") {
+                continue;
+            }
+            let reader = ParquetRecordBatchReaderBuilder::try_new(body)
+                .expect("footer")
+                .build()
+                .expect("reader");
+            for b in reader {
+                let b = b.expect("batch");
+                let col = b
+                    .column_by_name("event_uuid")
+                    .expect("event_uuid")
+                    .as_string::<i32>()
+                    .clone();
+                for u in col.iter().flatten() {
+                    *rows.entry(u.to_string()).or_insert(0) += 1;
+                }
+            }
+        }
+        rows
+    }
+
+    fn dead_letters(sink: &MemSink) -> Vec<serde_json::Value> {
+        sink.objects()
+            .into_iter()
+            .filter(|(k, _)| k.contains("_errors/"))
+            .flat_map(|(_, b)| {
+                String::from_utf8_lossy(&b)
+                    .lines()
+                    .map(|l| serde_json::from_str(l).expect("dead letter is JSON"))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).expect("valid")
+    }
+
+    async fn run(records: &[RawRecord], store: &MemStore, sink: &MemSink) -> BatchOutcome {
+        run_batch(records, store, sink, &PipelineConfig::default(), now()).await
+    }
+
+    fn assert_once(sink: &MemSink, uuids: &[&str]) {
+        let rows = lake_rows(sink);
+        for u in uuids {
+            assert_eq!(
+                rows.get(*u),
+                Some(&1),
+                "{u} must be in the lake exactly once: {rows:?}"
+            );
+        }
+        assert_eq!(rows.len(), uuids.len(), "{rows:?}");
+    }
+
+    #[tokio::test]
+    async fn every_record_is_accounted_for() {
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        let o = run(&batch(), &store, &sink).await;
+        let c = &o.counts;
+        assert_eq!(
+            (c.records, c.written, c.duplicates, c.rejected, c.failed),
+            (6, 4, 1, 1, 0)
+        );
+        assert_eq!(c.records, c.written + c.duplicates + c.rejected + c.failed);
+        assert_eq!(c.files, 3, "one file per partition");
+        assert_once(&sink, &["a", "b", "c", "d"]);
+        let dl = dead_letters(&sink);
+        assert_eq!(dl.len(), 1);
+        assert_eq!(dl[0]["reason_code"], "invalid_json");
+        assert_eq!(dl[0]["origin"]["line"], 5);
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(dl[0]["data_base64"].as_str().expect("string"))
+            .expect("base64");
+        assert_eq!(data, b"not json");
+    }
+
+    #[tokio::test]
+    async fn the_same_batch_again_writes_nothing() {
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        run(&batch(), &store, &sink).await;
+        let before = sink.objects().len();
+        let o = run(&batch(), &store, &sink).await;
+        assert_eq!(
+            (o.counts.written, o.counts.duplicates, o.counts.rejected),
+            (0, 5, 1)
+        );
+        assert_eq!(
+            sink.objects().len(),
+            before,
+            "no new file, dead letters included"
+        );
+        assert_once(&sink, &["a", "b", "c", "d"]);
+    }
+
+    #[tokio::test]
+    async fn a_producer_resend_in_a_later_batch_is_dropped() {
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        run(&batch(), &store, &sink).await;
+        let resend = vec![
+            rec(100, &ev("b", "payment:order", 0)),
+            rec(101, &ev("e", "x:y", 0)),
+        ];
+        let o = run(&resend, &store, &sink).await;
+        assert_eq!((o.counts.written, o.counts.duplicates), (1, 1));
+        assert_once(&sink, &["a", "b", "c", "d", "e"]);
+    }
+
+    #[tokio::test]
+    async fn claims_made_but_writes_lost_are_written_on_retry() {
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        sink.fail_puts(&["event_type="]);
+        let o = run(&batch(), &store, &sink).await;
+        assert_eq!(o.counts.written, 0);
+        let failed: Vec<usize> = o.failed.iter().map(|f| f.index).collect();
+        assert_eq!(failed, [0, 1, 2, 5]);
+        assert!(store.holder("a").is_some(), "claims were made");
+        sink.fail_puts(&[]);
+        let o = run(&batch(), &store, &sink).await;
+        assert_eq!((o.counts.written, o.counts.failed), (4, 0));
+        assert_once(&sink, &["a", "b", "c", "d"]);
+    }
+
+    #[tokio::test]
+    async fn a_partial_failure_then_a_retry_lands_everything_once() {
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        sink.fail_puts(&["event_type=account"]);
+        let o = run(&batch(), &store, &sink).await;
+        assert_eq!(o.failed.iter().map(|f| f.index).collect::<Vec<_>>(), [2]);
+        assert_eq!(o.counts.written, 3);
+        sink.fail_puts(&[]);
+        // Lambda re-sends from the lowest failed sequence number on
+        let o = run(&batch()[2..], &store, &sink).await;
+        assert_eq!((o.counts.written, o.counts.failed), (1, 0));
+        assert_once(&sink, &["a", "b", "c", "d"]);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_claim_outcome_keeps_its_file_unwritten() {
+        let store = MemStore::failing_from(0);
+        let sink = MemSink::default();
+        let o = run(&batch(), &store, &sink).await;
+        assert_eq!(o.counts.failed, 5);
+        assert!(sink.objects().is_empty());
+    }
+
+    #[tokio::test]
+    async fn another_writers_fresh_claim_is_retried_and_a_stale_one_taken_over() {
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        let other = vec![RawRecord {
+            data: ev("a", "payment:order", 0).into_bytes(),
+            origin: Origin::Kinesis {
+                stream: "s".into(),
+                shard_id: "shardId-1".into(),
+                sequence_number: "9".into(),
+                arrival_ms: None,
+            },
+        }];
+        // the other writer claims "a" and dies before its file lands
+        sink.fail_puts(&["event_type="]);
+        run(&other, &store, &sink).await;
+        sink.fail_puts(&[]);
+        let mine = vec![rec(1, &ev("a", "payment:order", 0))];
+        let soon = now() + chrono::Duration::seconds(10);
+        let o = run_batch(&mine, &store, &sink, &PipelineConfig::default(), soon).await;
+        assert_eq!(o.counts.failed, 1, "within the lease: retry later");
+        assert!(
+            o.failed[0].reason.contains("retry later"),
+            "{}",
+            o.failed[0].reason
+        );
+        let later = now() + chrono::Duration::seconds(PipelineConfig::default().lease_secs + 1);
+        let o = run_batch(&mine, &store, &sink, &PipelineConfig::default(), later).await;
+        assert_eq!(o.counts.written, 1, "after the lease: taken over");
+        assert_once(&sink, &["a"]);
+    }
+}

@@ -1,0 +1,100 @@
+//! Why a record cannot become a lake event. Every rejection is counted, logged
+//! and kept in the dead-letter area with its original bytes; none is an error
+//! of the batch.
+
+/// The reason a record was rejected. `Display` is the human sentence stored in
+/// the dead letter (`reason`); [`Reject::code`] is a stable machine code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Reject {
+    /// Data starts with the gzip magic bytes but does not inflate.
+    #[error("record data looks gzip-compressed but does not decompress: {0}")]
+    Gzip(String),
+    /// Decompressed data exceeds the size limit.
+    #[error("record data decompresses to more than {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// Data is not valid JSON (or not UTF-8).
+    #[error("record data is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// JSON but not an object.
+    #[error("record data is JSON but not an object (found {0}); expected one event object")]
+    NotAnObject(&'static str),
+    /// A required field is absent (or null).
+    #[error("required field `{0}` is missing")]
+    Missing(&'static str),
+    /// A required field has the wrong JSON type.
+    #[error("field `{field}` is {found}; expected {expected}")]
+    WrongType {
+        /// The field.
+        field: &'static str,
+        /// What the contract wants.
+        expected: &'static str,
+        /// What the record had.
+        found: String,
+    },
+    /// `event_uuid` is an empty string.
+    #[error("field `event_uuid` is an empty string")]
+    EmptyUuid,
+    /// `event_name` has an empty first part.
+    #[error("field `event_name` ({0:?}) has an empty event type (the part before the first ':')")]
+    EmptyEventType(String),
+    /// A name part is too long to be a partition folder name.
+    #[error(
+        "field `event_name`: the {part} {value:?} is {len} bytes once escaped; at most {max} fit a partition folder name"
+    )]
+    NamePartTooLong {
+        /// `event type` or `event subtype`.
+        part: &'static str,
+        /// The first characters of the value.
+        value: String,
+        /// Escaped length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// `created_at` looks like milliseconds (or micro/nanoseconds).
+    #[error(
+        "field `created_at` is {value}, which looks like {unit} since 1970; expected Unix seconds (divide by {divisor})"
+    )]
+    CreatedAtNotSeconds {
+        /// The value as sent.
+        value: String,
+        /// `milliseconds`, `microseconds` or `nanoseconds`.
+        unit: &'static str,
+        /// What to divide by.
+        divisor: u64,
+    },
+    /// `created_at` is outside the accepted range.
+    #[error(
+        "field `created_at` is {value}, outside the accepted range of Unix seconds ({min} = 0001-01-01 to {max} = 5138-11-16)"
+    )]
+    CreatedAtOutOfRange {
+        /// The value as sent.
+        value: String,
+        /// Lowest accepted value.
+        min: i64,
+        /// Highest accepted value (exclusive).
+        max: i64,
+    },
+}
+
+impl Reject {
+    /// A stable snake_case code, for grouping dead letters and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reject::Gzip(_) => "bad_gzip",
+            Reject::TooLarge { .. } => "too_large",
+            Reject::InvalidJson(_) => "invalid_json",
+            Reject::NotAnObject(_) => "not_an_object",
+            Reject::Missing(_) => "missing_field",
+            Reject::WrongType { .. } => "wrong_type",
+            Reject::EmptyUuid => "empty_event_uuid",
+            Reject::EmptyEventType(_) => "empty_event_type",
+            Reject::NamePartTooLong { .. } => "name_part_too_long",
+            Reject::CreatedAtNotSeconds { .. } => "created_at_not_seconds",
+            Reject::CreatedAtOutOfRange { .. } => "created_at_out_of_range",
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! kinesis-lake: a Kinesis stream of JSON events into an exactly-once,
+//! Hive-partitioned Parquet lake.
+//!
+//! - [`core`]: the pure pipeline (decode, validate, enrich, dedup decisions,
+//!   partitioning, Parquet encoding).
+//! - adapters, one I/O concern each: [`kinesis`] (Lambda event types),
+//!   [`local`] (folder lake, embedded dedup store, input files),
+//!   [`memory`] (in-memory store and sink for tests and benchmarks).
+//! - [`ingest`]: runs inputs through the pipeline in batches (the CLI's job).
+
+pub mod core;
+pub mod ingest;
+pub mod kinesis;
+pub mod local;
+pub mod memory;
+pub mod record;
+
+pub use crate::core::pipeline::{BatchOutcome, Counts, PipelineConfig, run_batch};
+pub use crate::record::{Origin, RawRecord};

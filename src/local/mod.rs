@@ -1,0 +1,9 @@
+//! Local adapters: a folder as the lake, an embedded dedup store inside it,
+//! and input files (NDJSON or Lambda Kinesis event documents).
+
+pub mod fs_sink;
+pub mod input;
+pub mod redb_store;
+
+pub use fs_sink::FsSink;
+pub use redb_store::RedbStore;

@@ -1,0 +1,67 @@
+//! A raw record as it enters the pipeline: its bytes and where it came from.
+
+use serde::Serialize;
+
+/// Where a record came from. It names the record in logs and dead letters, and
+/// its [`Origin::owner`] is the identity the dedup protocol records for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// A Kinesis record, in a Lambda batch or in a saved Kinesis event document.
+    Kinesis {
+        /// Stream name (from the event source ARN), empty when unknown.
+        stream: String,
+        /// Shard id, e.g. `shardId-000000000000`.
+        shard_id: String,
+        /// The record's sequence number within the shard.
+        sequence_number: String,
+        /// Approximate arrival time at the stream, Unix milliseconds.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        arrival_ms: Option<i64>,
+    },
+    /// A line of an NDJSON file read by the CLI.
+    File {
+        /// Absolute path of the file.
+        path: String,
+        /// 1-based line number.
+        line: u64,
+    },
+}
+
+impl Origin {
+    /// The stable identity of this record across retries and replays: the same
+    /// record read again (a Lambda retry, or the CLI run again on the same file)
+    /// has the same owner, and no other record has it.
+    pub fn owner(&self) -> String {
+        match self {
+            Origin::Kinesis {
+                stream,
+                shard_id,
+                sequence_number,
+                ..
+            } => format!("kinesis:{stream}/{shard_id}/{sequence_number}"),
+            Origin::File { path, line } => format!("file:{path}#{line}"),
+        }
+    }
+
+    /// A short human description for logs: `shard S seq N` or `path:line`.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::Kinesis {
+                shard_id,
+                sequence_number,
+                ..
+            } => format!("{shard_id} seq {sequence_number}"),
+            Origin::File { path, line } => format!("{path}:{line}"),
+        }
+    }
+}
+
+/// One record of a batch: the bytes a producer put on the stream.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    /// The record's data, exactly as the producer sent it (plain or gzip JSON).
+    pub data: Vec<u8>,
+    /// Where it came from.
+    pub origin: Origin,
+}
