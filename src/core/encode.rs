@@ -9,9 +9,9 @@
 //!   to BOOLEAN, INT64, DOUBLE and STRING columns.
 //! - Objects, arrays and integers beyond 64 bits are kept as JSON text, exactly
 //!   as sent (every digit, every key) in a STRING column.
-//! - A field's column takes the type of its first non-null value; a field that
-//!   holds integers and other numbers in one file becomes DOUBLE (integers above
-//!   2^53 in magnitude then keep their digits as JSON text).
+//! - A field's column takes its most frequent kind in the file (ties go to the
+//!   narrower kind); a field that holds integers and other numbers becomes
+//!   DOUBLE (integers above 2^53 in magnitude then go to a variant column).
 //! - A value that does not fit its field's column goes, as sent, to a variant
 //!   column beside it, `<field>__v_<kind>` (kind: bool, int, double, string,
 //!   json), so no value is ever truncated, rounded or nulled.
@@ -234,33 +234,46 @@ fn fits(col: Kind, cell: &Cell<'_>) -> bool {
     }
 }
 
-/// Decides each payload field's base kind from the file's values: the kind of
-/// its first non-null value, or DOUBLE when it holds both integers and doubles.
+/// Decides each payload field's base kind from the file's values, whatever
+/// their order: DOUBLE when the field holds both integers and doubles, else
+/// its most frequent kind (ties go to the narrower kind: bool, int, double,
+/// string, json), STRING when it is always null.
 fn base_kinds<'a>(rows: &[Vec<(&'a str, Cell<'a>)>]) -> (Vec<&'a str>, HashMap<&'a str, Kind>) {
+    const KINDS: [Kind; 5] = [
+        Kind::Bool,
+        Kind::Int,
+        Kind::Double,
+        Kind::String,
+        Kind::Json,
+    ];
     let mut order = Vec::new();
-    // per field: the first non-null kind, and whether any double was seen
-    let mut kinds: HashMap<&str, (Option<Kind>, bool)> = HashMap::new();
+    let mut counts: HashMap<&str, [usize; 5]> = HashMap::new();
     for row in rows {
         for (name, cell) in row {
-            let entry = kinds.entry(name).or_insert_with(|| {
+            let entry = counts.entry(name).or_insert_with(|| {
                 order.push(*name);
-                (None, false)
+                [0; 5]
             });
-            let k = cell.kind();
-            if entry.0.is_none() {
-                entry.0 = k;
+            if let Some(k) = cell.kind() {
+                entry[KINDS.iter().position(|x| *x == k).unwrap_or(4)] += 1;
             }
-            entry.1 |= k == Some(Kind::Double);
         }
     }
-    let resolved = kinds
+    let resolved = counts
         .into_iter()
-        .map(|(name, (first, has_double))| {
-            let base = match first {
-                Some(Kind::Int) if has_double => Kind::Double,
-                Some(k) => k,
-                // all null: a string column of nulls
-                None => Kind::String,
+        .map(|(name, c)| {
+            let (int, double) = (c[1], c[2]);
+            let base = if int > 0 && double > 0 {
+                Kind::Double
+            } else {
+                // max_by_key keeps the last maximum: scan from widest to narrowest
+                KINDS
+                    .iter()
+                    .zip(c)
+                    .rev()
+                    .filter(|(_, n)| *n > 0)
+                    .max_by_key(|(_, n)| *n)
+                    .map_or(Kind::String, |(k, _)| *k)
             };
             (name, base)
         })
@@ -465,9 +478,25 @@ mod tests {
     }
 
     #[test]
+    fn the_base_kind_does_not_depend_on_row_order() {
+        let rows = [ev(r#","n":"x""#), ev(r#","n":2"#), ev(r#","n":3"#)];
+        let mut refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let b = encode_lines(&refs);
+        refs.reverse();
+        let r = encode_lines(&refs);
+        assert_eq!(b.schema(), r.schema());
+        assert_eq!(
+            b.schema().field_with_name("n").expect("n").data_type(),
+            &DataType::Int64
+        );
+        assert!(b.column_by_name("n__v_string").is_some());
+    }
+
+    #[test]
     fn conflicting_values_go_to_variant_columns_as_sent() {
         let b = encode_lines(&[
             &ev(r#","n":1"#),
+            &ev(r#","n":2"#),
             &ev(r#","n":"12""#),
             &ev(r#","n":{"a":1}"#),
             &ev(r#","n":123456789012345678901234567890"#),
@@ -478,15 +507,15 @@ mod tests {
             .expect("n")
             .as_primitive::<Int64Type>()
             .clone();
-        assert_eq!(n.value(0), 1);
-        assert!(n.is_null(1) && n.is_null(2) && n.is_null(3) && n.is_null(4));
+        assert_eq!((n.value(0), n.value(1)), (1, 2));
+        assert!(n.is_null(2) && n.is_null(3) && n.is_null(4) && n.is_null(5));
         let s = b.column_by_name("n__v_string").expect("string variant");
-        assert_eq!(s.as_string::<i32>().value(1), "12");
+        assert_eq!(s.as_string::<i32>().value(2), "12");
         let j = b.column_by_name("n__v_json").expect("json variant");
         let j = j.as_string::<i32>();
-        assert_eq!(j.value(2), r#"{"a":1}"#);
-        assert_eq!(j.value(3), "123456789012345678901234567890");
-        assert!(j.is_null(0) && j.is_null(4));
+        assert_eq!(j.value(3), r#"{"a":1}"#);
+        assert_eq!(j.value(4), "123456789012345678901234567890");
+        assert!(j.is_null(0) && j.is_null(5));
     }
 
     #[test]

@@ -1,0 +1,386 @@
+//! End-to-end tests of the `kinesis-lake` binary on the fixtures: run the CLI,
+//! then read the lake back with the parquet crate.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn ingest(lake: &Path, inputs: &[PathBuf]) -> (Value, Output) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .arg("ingest")
+        .arg("--lake")
+        .arg(lake)
+        .arg("--json")
+        .args(inputs)
+        .output()
+        .expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "ingest failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = serde_json::from_slice(&out.stdout).expect("summary is JSON");
+    (summary, out)
+}
+
+fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(ext) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn read_parquet(path: &Path) -> RecordBatch {
+    let f = std::fs::File::open(path).expect("open parquet");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+        .expect("parquet footer")
+        .build()
+        .expect("reader");
+    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("batches");
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
+}
+
+/// Every row of the lake: (relative folder, event_uuid) -> batch row reader.
+fn lake_uuids(lake: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for f in files_under(lake, ".parquet") {
+        let rel = f
+            .parent()
+            .expect("folder")
+            .strip_prefix(lake)
+            .expect("inside lake")
+            .to_string_lossy()
+            .into_owned();
+        let b = read_parquet(&f);
+        let col = b.column_by_name("event_uuid").expect("event_uuid");
+        for u in col.as_string::<i32>().iter().flatten() {
+            out.entry(u.to_string()).or_default().push(rel.clone());
+        }
+    }
+    out
+}
+
+fn row_of(lake: &Path, uuid: &str) -> (PathBuf, RecordBatch, usize) {
+    for f in files_under(lake, ".parquet") {
+        let b = read_parquet(&f);
+        let col = b
+            .column_by_name("event_uuid")
+            .expect("event_uuid")
+            .as_string::<i32>()
+            .clone();
+        if let Some(i) = col.iter().position(|u| u == Some(uuid)) {
+            return (f, b, i);
+        }
+    }
+    panic!("{uuid} not in the lake")
+}
+
+fn dead_letters(lake: &Path) -> Vec<Value> {
+    files_under(&lake.join("_errors"), ".ndjson")
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .expect("read dead letters")
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn uuid(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+#[test]
+fn ndjson_fixture_lands_partitioned_typed_and_accounted_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let (s, _) = ingest(&lake, &[fixture("events.ndjson")]);
+    let n = |k: &str| s[k].as_u64().expect(k);
+    let lines = std::fs::read_to_string(fixture("events.ndjson")).expect("fixture");
+    assert_eq!(n("records"), lines.lines().count() as u64);
+    assert_eq!(n("records"), n("written") + n("duplicates") + n("rejected"));
+    assert_eq!((n("written"), n("duplicates"), n("failed")), (8, 1, 0));
+
+    let rows = lake_uuids(&lake);
+    assert_eq!(rows.len(), 8, "{rows:?}");
+    assert!(
+        rows.values().all(|v| v.len() == 1),
+        "each event once: {rows:?}"
+    );
+    assert_eq!(
+        rows[&uuid(1)],
+        ["event_type=account/event_subtype=created/event_date=2024-03-17"]
+    );
+    assert_eq!(
+        rows[&uuid(4)],
+        ["event_type=payment/event_subtype=order/event_date=2024-03-18"]
+    );
+    assert_eq!(
+        rows[&uuid(5)],
+        ["event_type=account/event_subtype=__HIVE_DEFAULT_PARTITION__/event_date=2024-03-17"]
+    );
+    // a hostile subtype is escaped and stays a single folder inside the lake
+    assert_eq!(
+        rows[&uuid(6)],
+        [
+            "event_type=video/event_subtype=watch%2F..%2F..%2Fetc%3Fx%3D1%23frag/event_date=2024-03-17"
+        ]
+    );
+    // a forged event_type in the payload does not choose the partition
+    assert_eq!(
+        rows[&uuid(7)],
+        ["event_type=quiz/event_subtype=submitted/event_date=2024-03-17"]
+    );
+}
+
+#[test]
+fn values_and_types_survive_the_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    ingest(&lake, &[fixture("events.ndjson")]);
+
+    let (_, b, i) = row_of(&lake, &uuid(3));
+    let schema = b.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        &names[..4],
+        ["event_uuid", "event_name", "created_at", "created_datetime"]
+    );
+    for partition_col in ["event_type", "event_subtype", "event_date"] {
+        assert!(
+            !names.contains(&partition_col),
+            "{partition_col} is not repeated in files"
+        );
+    }
+    let s = |c: &str| {
+        b.column_by_name(c)
+            .expect(c)
+            .as_string::<i32>()
+            .value(i)
+            .to_string()
+    };
+    assert_eq!(s("event_name"), "payment:order:completed");
+    assert_eq!(s("created_datetime"), "2024-03-17T10:15:30.250Z");
+    let created = b.column_by_name("created_at").expect("created_at");
+    assert_eq!(
+        created.as_primitive::<Float64Type>().value(i),
+        1710670530.25
+    );
+    // an integer beyond 64 bits keeps every digit
+    assert_eq!(s("order_id__v_json"), "123456789012345678901234567890");
+    let order_id = b.column_by_name("order_id").expect("order_id");
+    assert_eq!(order_id.data_type(), &DataType::Int64);
+
+    let (_, b, i) = row_of(&lake, &uuid(2));
+    let col = |c: &str| b.column_by_name(c).expect(c).clone();
+    assert_eq!(col("lesson_id").as_primitive::<Int64Type>().value(i), 7);
+    assert_eq!(col("progress").as_primitive::<Float64Type>().value(i), 0.25);
+    assert_eq!(col("tags").as_string::<i32>().value(i), r#"["a", "b"]"#);
+    let device: Value =
+        serde_json::from_str(col("device").as_string::<i32>().value(i)).expect("JSON text");
+    assert_eq!(device["os"], "ios");
+
+    let (_, b, i) = row_of(&lake, &uuid(1));
+    assert!(
+        b.column_by_name("trial")
+            .expect("trial")
+            .as_boolean()
+            .value(i)
+    );
+
+    // the payload's own event_type/event_date are kept under other names
+    let (_, b, i) = row_of(&lake, &uuid(7));
+    let kept = b.column_by_name("event_type__payload").expect("kept");
+    assert_eq!(kept.as_string::<i32>().value(i), "forged");
+    assert!(b.column_by_name("score").expect("score").is_null(i));
+}
+
+#[test]
+fn every_rejection_reason_is_in_the_dead_letter_area_with_its_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let (s, _) = ingest(&lake, &[fixture("kinesis/small-batch.json")]);
+    let dl = dead_letters(&lake);
+    assert_eq!(dl.len() as u64, s["rejected"].as_u64().expect("rejected"));
+    let codes: BTreeSet<&str> = dl
+        .iter()
+        .map(|d| d["reason_code"].as_str().expect("code"))
+        .collect();
+    let expected: BTreeSet<&str> = [
+        "invalid_json",
+        "not_an_object",
+        "missing_field",
+        "wrong_type",
+        "empty_event_uuid",
+        "empty_event_type",
+        "name_part_too_long",
+        "created_at_not_seconds",
+        "created_at_out_of_range",
+        "bad_gzip",
+    ]
+    .into();
+    assert_eq!(codes, expected);
+    let doc: Value = serde_json::from_slice(
+        &std::fs::read(fixture("kinesis/small-batch.json")).expect("fixture"),
+    )
+    .expect("fixture JSON");
+    for d in &dl {
+        assert!(!d["reason"].as_str().expect("reason").is_empty());
+        let seq = d["origin"]["sequence_number"]
+            .as_str()
+            .expect("sequence number");
+        let sent = doc["Records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .find(|r| r["kinesis"]["sequenceNumber"] == seq)
+            .expect("dead letter names a record of the batch");
+        assert_eq!(
+            d["data_base64"], sent["kinesis"]["data"],
+            "original bytes kept"
+        );
+        assert_eq!(d["origin"]["shard_id"], "shardId-000000000000");
+    }
+    // the gzip-compressed record was decoded and written
+    assert!(lake_uuids(&lake).contains_key(&uuid(2)));
+}
+
+#[test]
+fn running_again_adds_nothing_and_resends_are_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let inputs = [fixture("events.ndjson"), fixture("kinesis")];
+    let (first, _) = ingest(&lake, &inputs);
+    let files_before = files_under(&lake, "");
+    let (again, _) = ingest(&lake, &inputs);
+    assert_eq!(again["written"], 0);
+    assert_eq!(again["files"], 0);
+    assert_eq!(
+        again["rejected"], first["rejected"],
+        "rejects are counted, not re-written"
+    );
+    assert_eq!(
+        files_under(&lake, "").len(),
+        files_before.len(),
+        "no new file of any kind"
+    );
+    let rows = lake_uuids(&lake);
+    assert!(rows.values().all(|v| v.len() == 1), "{rows:?}");
+    // the NDJSON file and the Kinesis batches carry the same events: each once
+    assert_eq!(rows.len(), 9);
+}
+
+#[test]
+fn gzip_ndjson_input_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let (s, _) = ingest(&lake, &[fixture("demo-events.ndjson.gz")]);
+    assert_eq!(s["records"], 20_000);
+    assert_eq!(s["failed"], 0);
+    let written = s["written"].as_u64().expect("written");
+    assert_eq!(written + s["duplicates"].as_u64().expect("dups"), 20_000);
+    assert_eq!(lake_uuids(&lake).len() as u64, written);
+}
+
+#[test]
+fn no_temporary_file_is_left_where_readers_look() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    ingest(&lake, &[fixture("events.ndjson")]);
+    assert!(files_under(&lake, ".tmp").is_empty());
+}
+
+#[test]
+fn unreadable_input_fails_the_tool_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args(["ingest", "--lake"])
+        .arg(dir.path().join("lake"))
+        .arg(dir.path().join("missing.ndjson"))
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.ndjson"), "{err}");
+}
+
+#[test]
+fn a_broken_kinesis_document_is_a_tool_error_not_a_silent_skip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("batch.json");
+    std::fs::write(&bad, r#"{"Records": [{"kinesis": 5}]}"#).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args(["ingest", "--lake"])
+        .arg(dir.path().join("lake"))
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Kinesis event document"), "{err}");
+}
+
+#[test]
+fn help_documents_every_option() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args(["ingest", "--help"])
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for opt in [
+        "--lake",
+        "--batch-mib",
+        "--batch-records",
+        "--json",
+        "--no-progress",
+    ] {
+        assert!(help.contains(opt), "{opt} missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn human_summary_names_every_counter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args(["ingest", "--lake"])
+        .arg(dir.path().join("lake"))
+        .arg(fixture("events.ndjson"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "records read",
+        "events written",
+        "duplicates dropped",
+        "records rejected",
+        "files written",
+        "elapsed",
+        "records/s",
+    ] {
+        assert!(text.contains(word), "{word} missing:\n{text}");
+    }
+}
