@@ -9,6 +9,7 @@
 //! - [`ingest`]: runs inputs through the pipeline in batches (the CLI's job).
 
 pub mod core;
+pub mod ddl;
 pub mod ingest;
 pub mod kinesis;
 pub mod local;

@@ -51,6 +51,29 @@ enum Command {
         #[arg(value_name = "INPUT", required = true)]
         inputs: Vec<PathBuf>,
     },
+    /// Print the Athena CREATE EXTERNAL TABLE statement for a lake, with
+    /// partition projection (no crawler, no MSCK REPAIR needed).
+    ///
+    /// Without --from the table has the columns every file has; with --from
+    /// pointing at a local lake folder, payload columns are read from its
+    /// Parquet files.
+    Ddl {
+        /// The lake's S3 location, e.g. s3://my-bucket/lake.
+        #[arg(long, value_name = "S3_URI")]
+        location: String,
+        /// Glue / Athena database name.
+        #[arg(long, default_value = "kinesis_lake")]
+        database: String,
+        /// Table name.
+        #[arg(long, default_value = "events")]
+        table: String,
+        /// First date of the event_date projection range (YYYY-MM-DD).
+        #[arg(long, value_name = "DATE", default_value = "2020-01-01")]
+        since: String,
+        /// A local lake folder to read payload columns from.
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,7 +148,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ddl {
+            location,
+            database,
+            table,
+            since,
+            from,
+        } => ddl(location, database, table, since, from),
     }
+}
+
+fn ddl(
+    location: String,
+    database: String,
+    table: String,
+    since: String,
+    from: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    if !location.starts_with("s3://") {
+        anyhow::bail!("--location must be an s3:// URI (Athena reads from S3), got {location:?}");
+    }
+    chrono::NaiveDate::parse_from_str(&since, "%Y-%m-%d")
+        .with_context(|| format!("--since must be a date like 2024-01-31, got {since:?}"))?;
+    let columns = match &from {
+        Some(lake) => kinesis_lake::ddl::columns_from_lake(lake)?,
+        None => Vec::new(),
+    };
+    let spec = kinesis_lake::ddl::TableSpec {
+        database,
+        table,
+        location,
+        date_range_start: since,
+    };
+    println!("{}", kinesis_lake::ddl::render(&spec, &columns));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_summary(s: &Summary, lake: &std::path::Path) {

@@ -384,3 +384,52 @@ fn human_summary_names_every_counter() {
         assert!(text.contains(word), "{word} missing:\n{text}");
     }
 }
+
+#[test]
+fn ddl_reads_payload_columns_from_the_lake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    ingest(&lake, &[fixture("events.ndjson")]);
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args([
+            "ddl",
+            "--location",
+            "s3://bucket/lake",
+            "--database",
+            "db",
+            "--from",
+        ])
+        .arg(&lake)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ddl = String::from_utf8_lossy(&out.stdout);
+    assert!(ddl.starts_with("CREATE EXTERNAL TABLE IF NOT EXISTS `db`.`events` ("));
+    for col in [
+        "`lesson_id` bigint",
+        "`trial` boolean",
+        "`progress` double",
+        "`currency` string",
+    ] {
+        assert!(ddl.contains(col), "{col} missing:\n{ddl}");
+    }
+    assert!(
+        !ddl.contains("\n  `event_type` "),
+        "partition columns are not data columns"
+    );
+    assert!(ddl.contains("'storage.location.template'='s3://bucket/lake/event_type=${event_type}"));
+}
+
+#[test]
+fn ddl_refuses_a_location_athena_cannot_read() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args(["ddl", "--location", "/tmp/lake"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("s3://"));
+}
