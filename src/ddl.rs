@@ -1,13 +1,13 @@
-//! Athena DDL for a lake: `CREATE EXTERNAL TABLE` with partition projection, so
-//! Athena needs no crawler and no `MSCK REPAIR`. Rendering is pure; payload
-//! columns can be derived from the Parquet footers of an existing lake.
+//! Athena DDL for a lake: `CREATE EXTERNAL TABLE` statements with partition
+//! projection, so Athena needs no crawler and no `MSCK REPAIR`: one `events`
+//! table over every event (common columns) and, from the schema registry, one
+//! table per event type and subtype with its payload columns. Pure rendering.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
-use arrow::datatypes::DataType;
-use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use crate::core::encode::Kind;
+use crate::core::partition::{HIVE_NULL, hive_escape};
+use crate::core::schema::LakeSchema;
 
 /// The columns every data file has, in order, with their Athena types.
 pub const FIXED_COLUMNS: [(&str, &str); 4] = [
@@ -16,16 +16,6 @@ pub const FIXED_COLUMNS: [(&str, &str); 4] = [
     ("created_at", "double"),
     ("created_datetime", "string"),
 ];
-
-/// A failure to read a lake file's schema.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot read the Parquet schema of {path}: {message}")]
-pub struct DdlError {
-    /// The file.
-    pub path: String,
-    /// The cause.
-    pub message: String,
-}
 
 /// What the table is called and where it points.
 #[derive(Debug, Clone)]
@@ -40,75 +30,121 @@ pub struct TableSpec {
     pub date_range_start: String,
 }
 
-/// The Athena type of an Arrow type as this lake writes it.
-pub fn athena_type(dt: &DataType) -> &'static str {
-    match dt {
-        DataType::Boolean => "boolean",
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => "bigint",
-        DataType::Float16 | DataType::Float32 | DataType::Float64 => "double",
-        _ => "string",
+/// The Athena type of a schema column.
+pub fn athena_type(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Bool => "boolean",
+        Kind::Int => "bigint",
+        Kind::Double => "double",
+        Kind::String | Kind::Json => "string",
     }
 }
 
-/// Merges one file's payload columns into `into`. Where files disagree on a
-/// column's type, the wider type is kept (bigint and double: double; any other
-/// pair: string) and the column is marked as conflicting.
-pub fn merge_columns(
-    into: &mut BTreeMap<String, (&'static str, bool)>,
-    file: &[(String, &'static str)],
-) {
-    for (name, ty) in file {
-        into.entry(name.clone())
-            .and_modify(|(t, conflict)| {
-                if *t != *ty {
-                    *conflict = true;
-                    *t = match (*t, *ty) {
-                        ("bigint", "double") | ("double", "bigint") => "double",
-                        _ => "string",
-                    };
+/// An Athena-safe table name for an event table: lower case, `[a-z0-9_]`,
+/// type and subtype joined by `__` (`payment:order` -> `payment__order`).
+pub fn table_ident(table: &str) -> String {
+    fn clean(s: &str) -> String {
+        let c: String = s
+            .to_lowercase()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
                 }
             })
-            .or_insert((ty, false));
+            .collect();
+        if c.is_empty() { "_".into() } else { c }
+    }
+    match table.split_once(':') {
+        Some((t, s)) => format!("{}__{}", clean(t), clean(s)),
+        None => clean(table),
     }
 }
 
-/// The payload columns of every data file under a local lake folder.
-pub fn columns_from_lake(lake: &Path) -> Result<Vec<(String, &'static str, bool)>, DdlError> {
-    let mut merged = BTreeMap::new();
-    let mut stack = vec![lake.to_path_buf()];
-    let err = |p: &Path, m: String| DdlError {
-        path: p.display().to_string(),
-        message: m,
-    };
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| err(&dir, e.to_string()))?;
-        for entry in entries {
-            let path = entry.map_err(|e| err(&dir, e.to_string()))?.path();
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if name.starts_with('_') || name.starts_with('.') {
-                continue;
-            }
-            if path.is_dir() {
-                stack.push(path);
-            } else if name.ends_with(".parquet") {
-                let file = std::fs::File::open(&path).map_err(|e| err(&path, e.to_string()))?;
-                let meta = ArrowReaderMetadata::load(&file, Default::default())
-                    .map_err(|e| err(&path, e.to_string()))?;
-                let cols: Vec<(String, &'static str)> = meta
-                    .schema()
-                    .fields()
-                    .iter()
-                    .filter(|f| !FIXED_COLUMNS.iter().any(|(n, _)| n == f.name()))
-                    .map(|f| (f.name().clone(), athena_type(f.data_type())))
-                    .collect();
-                merge_columns(&mut merged, &cols);
-            }
-        }
+/// Every table of a lake: the `events` table over all events (common
+/// columns), then one table per event type and subtype with its payload
+/// columns from the schema registry, each with partition projection.
+pub fn render_all(spec: &TableSpec, schema: &LakeSchema) -> String {
+    let mut out = render(spec, &[]);
+    for (table, _) in &schema.tables {
+        let (event_type, event_subtype) = match table.split_once(':') {
+            Some((t, s)) => (t, Some(s)),
+            None => (table.as_str(), None),
+        };
+        let cols: Vec<(String, &'static str, bool)> = schema
+            .table_columns(table)
+            .iter()
+            .map(|c| (c.name.clone(), athena_type(c.kind), false))
+            .collect();
+        let folder = format!(
+            "{}/event_type={}/event_subtype={}",
+            spec.location.trim_end_matches('/'),
+            hive_escape(event_type),
+            event_subtype.map_or(HIVE_NULL.into(), hive_escape)
+        );
+        out.push_str("\n\n");
+        out.push_str(&render_type_table(
+            spec,
+            &table_ident(table),
+            &folder,
+            &cols,
+        ));
     }
-    Ok(merged.into_iter().map(|(n, (t, c))| (n, t, c)).collect())
+    out
+}
+
+fn render_type_table(
+    spec: &TableSpec,
+    name: &str,
+    folder: &str,
+    payload: &[(String, &'static str, bool)],
+) -> String {
+    let mut cols: Vec<String> = FIXED_COLUMNS
+        .iter()
+        .map(|(n, t)| format!("  {} {t}", quote_ident(n)))
+        .collect();
+    cols.extend(
+        payload
+            .iter()
+            .map(|(n, t, _)| format!("  {} {t}", quote_ident(&n.to_lowercase()))),
+    );
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "CREATE EXTERNAL TABLE IF NOT EXISTS {}.{} (",
+        quote_ident(&spec.database),
+        quote_ident(name)
+    );
+    let _ = writeln!(out, "{}", join_columns(&cols));
+    let _ = writeln!(out, ")");
+    let _ = writeln!(out, "PARTITIONED BY (`event_date` string)");
+    let _ = writeln!(out, "STORED AS PARQUET");
+    let _ = writeln!(out, "LOCATION '{folder}/'");
+    let _ = writeln!(out, "TBLPROPERTIES (");
+    let props = [
+        ("projection.enabled", "true".to_string()),
+        ("projection.event_date.type", "date".to_string()),
+        ("projection.event_date.format", "yyyy-MM-dd".to_string()),
+        (
+            "projection.event_date.range",
+            format!("{},NOW", spec.date_range_start),
+        ),
+        ("projection.event_date.interval", "1".to_string()),
+        ("projection.event_date.interval.unit", "DAYS".to_string()),
+        (
+            "storage.location.template",
+            format!("{folder}/event_date=${{event_date}}"),
+        ),
+    ];
+    let lines: Vec<String> = props
+        .iter()
+        .map(|(k, v)| format!("  '{k}'='{}'", v.replace('\'', "''")))
+        .collect();
+    let _ = writeln!(out, "{}", lines.join(",\n"));
+    let _ = write!(out, ");");
+    out
 }
 
 fn quote_ident(name: &str) -> String {
@@ -220,21 +256,37 @@ mod tests {
     }
 
     #[test]
-    fn conflicting_types_widen_and_are_flagged() {
-        let mut m = BTreeMap::new();
-        merge_columns(
-            &mut m,
-            &[("amount".into(), "bigint"), ("ok".into(), "boolean")],
+    fn one_table_per_event_type_with_its_columns() {
+        use crate::core::encode::Cell;
+        let mut stats = crate::core::schema::BatchStats::new();
+        stats
+            .entry("payment:order".into())
+            .or_default()
+            .entry("amount".into())
+            .or_default()
+            .add(&Cell::Int(1));
+        stats.entry("Video:Play/x".into()).or_default();
+        stats
+            .entry("account".into())
+            .or_default()
+            .entry("plan".into())
+            .or_default()
+            .add(&Cell::Bool(true));
+        let schema = LakeSchema::default().plan(&stats).expect("plan");
+        let ddl = render_all(&spec(), &schema);
+        assert_eq!(ddl.matches("CREATE EXTERNAL TABLE").count(), 4);
+        assert!(ddl.contains("`lake`.`payment__order` ("));
+        assert!(ddl.contains("`amount` bigint\n)"), "{ddl}");
+        assert!(
+            ddl.contains("LOCATION 's3://bucket/prefix/event_type=payment/event_subtype=order/'")
         );
-        merge_columns(
-            &mut m,
-            &[("amount".into(), "double"), ("ok".into(), "string")],
+        assert!(ddl.contains("`lake`.`video__play_x` ("), "{ddl}");
+        assert!(
+            ddl.contains("event_type=Video/event_subtype=Play%2Fx/"),
+            "{ddl}"
         );
-        assert_eq!(m["amount"], ("double", true));
-        assert_eq!(m["ok"], ("string", true));
-        let cols: Vec<_> = m.into_iter().map(|(n, (t, c))| (n, t, c)).collect();
-        let ddl = render(&spec(), &cols);
-        assert!(ddl.contains("`amount` double, -- files disagree"), "{ddl}");
-        assert!(ddl.contains("`ok` string -- files disagree"), "{ddl}");
+        assert!(ddl.contains(
+            "event_type=account/event_subtype=__HIVE_DEFAULT_PARTITION__/event_date=${event_date}"
+        ));
     }
 }

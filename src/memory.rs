@@ -165,4 +165,38 @@ impl ObjectSink for MemSink {
             .map(|m| m.contains_key(key))
             .unwrap_or(false))
     }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, SinkError> {
+        Ok(self.objects.lock().ok().and_then(|m| m.get(key).cloned()))
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, SinkError> {
+        let Ok(mut m) = self.objects.lock() else {
+            return Err(SinkError {
+                operation: "put_if_absent",
+                key: key.into(),
+                message: "lock poisoned".into(),
+            });
+        };
+        if m.contains_key(key) {
+            return Ok(false);
+        }
+        m.insert(key.to_string(), body);
+        Ok(true)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let mut keys: Vec<String> = self
+            .objects
+            .lock()
+            .map(|m| {
+                m.keys()
+                    .filter(|k| k.starts_with(prefix) && !k[prefix.len()..].contains('/'))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        keys.sort();
+        Ok(keys)
+    }
 }

@@ -1,20 +1,11 @@
 //! Encode: the events of one partition into one Parquet file, in memory.
 //!
 //! Columns: `event_uuid`, `event_name`, `created_at` (double), `created_datetime`,
-//! then every top-level payload field, typed. The partition columns are not
-//! repeated inside the file (Hive/Spark convention).
-//!
-//! Typing rules (per file):
-//! - JSON booleans, integers that fit 64 bits, other numbers, and strings map
-//!   to BOOLEAN, INT64, DOUBLE and STRING columns.
-//! - Objects, arrays and integers beyond 64 bits are kept as JSON text, exactly
-//!   as sent (every digit, every key) in a STRING column.
-//! - A field's column takes its most frequent kind in the file (ties go to the
-//!   narrower kind); a field that holds integers and other numbers becomes
-//!   DOUBLE (integers above 2^53 in magnitude then go to a variant column).
-//! - A value that does not fit its field's column goes, as sent, to a variant
-//!   column beside it, `<field>__v_<kind>` (kind: bool, int, double, string,
-//!   json), so no value is ever truncated, rounded or nulled.
+//! then the columns the committed [`LakeSchema`] lists for the event's table,
+//! each value routed by the schema's rules (base column or variant column; see
+//! `core::schema`). The partition columns are not repeated inside the file
+//! (Hive/Spark convention). The file records the schema version it was written
+//! against in its key-value metadata (`kinesis_lake.schema_version`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -31,6 +22,7 @@ use parquet::file::properties::WriterProperties;
 use serde_json::value::RawValue;
 
 use crate::core::enrich::Event;
+use crate::core::schema::{FieldStats, LakeSchema};
 
 /// Failure to build or encode a file. It is a bug or resource limit, never bad
 /// input: every input value has a column it fits.
@@ -42,10 +34,26 @@ pub enum EncodeError {
     /// The Parquet writer failed.
     #[error("writing Parquet failed: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
+    /// The schema has no column for a value (the schema was not planned for
+    /// this batch: a bug, reported rather than dropping the value).
+    #[error("schema version {version} has no column for field `{field}` ({kind:?} value)")]
+    Unrouted {
+        /// The schema version.
+        version: u64,
+        /// The field.
+        field: String,
+        /// The value's kind.
+        kind: Kind,
+    },
 }
 
+/// The columns every data file starts with.
+pub const FIXED_COLUMN_NAMES: [&str; 4] =
+    ["event_uuid", "event_name", "created_at", "created_datetime"];
+
 /// The kind of one payload value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// true / false
     Bool,
@@ -71,7 +79,8 @@ impl Kind {
         }
     }
 
-    fn data_type(self) -> DataType {
+    /// The Arrow type of a column of this kind.
+    pub fn data_type(self) -> DataType {
         match self {
             Kind::Bool => DataType::Boolean,
             Kind::Int => DataType::Int64,
@@ -111,9 +120,6 @@ impl Cell<'_> {
         }
     }
 }
-
-/// Largest integer magnitude a double holds exactly.
-const EXACT_IN_DOUBLE: i64 = 1 << 53;
 
 /// Classifies one raw JSON value.
 pub fn classify(raw: &RawValue) -> Cell<'_> {
@@ -170,11 +176,36 @@ impl Default for EncodeOptions {
     }
 }
 
-struct Column {
-    name: String,
-    kind: Kind,
-    builder: Builder,
-    filled: usize,
+/// One event with its payload values classified once, for both schema
+/// planning and encoding.
+#[derive(Debug)]
+pub struct Row<'e, 'a> {
+    /// The event.
+    pub event: &'e Event<'a>,
+    /// Its payload fields' values, in the order sent.
+    pub cells: Vec<(&'e str, Cell<'e>)>,
+}
+
+impl<'e, 'a> Row<'e, 'a> {
+    /// Classifies an event's payload.
+    pub fn new(event: &'e Event<'a>) -> Row<'e, 'a> {
+        let cells = event
+            .payload
+            .iter()
+            .map(|(name, raw)| (name.as_str(), classify(raw)))
+            .collect();
+        Row { event, cells }
+    }
+
+    /// Adds this row's values to a table's field statistics.
+    pub fn add_stats(&self, stats: &mut std::collections::BTreeMap<String, FieldStats>) {
+        for (field, cell) in &self.cells {
+            match stats.get_mut(*field) {
+                Some(s) => s.add(cell),
+                None => stats.entry((*field).to_string()).or_default().add(cell),
+            }
+        }
+    }
 }
 
 enum Builder {
@@ -203,12 +234,13 @@ impl Builder {
         }
     }
 
-    /// Appends a cell already known to fit this builder's column.
+    /// Appends a cell the schema routed to this builder's column.
     fn append(&mut self, cell: &Cell<'_>) {
         match (self, cell) {
             (Builder::Bool(b), Cell::Bool(v)) => b.append_value(*v),
             (Builder::Int(b), Cell::Int(v)) => b.append_value(*v),
             (Builder::Double(b), Cell::Double(v)) => b.append_value(*v),
+            // routing only sends integers a double holds exactly here
             (Builder::Double(b), Cell::Int(v)) => b.append_value(*v as f64),
             (Builder::Str(b), Cell::String(v)) => b.append_value(v),
             (Builder::Str(b), Cell::Json(v)) => b.append_value(v),
@@ -226,119 +258,60 @@ impl Builder {
     }
 }
 
-/// Whether a value of kind `v` is stored in a column of kind `col`.
-fn fits(col: Kind, cell: &Cell<'_>) -> bool {
-    match (col, cell) {
-        (Kind::Double, Cell::Int(i)) => i.unsigned_abs() <= EXACT_IN_DOUBLE as u64,
-        (k, c) => c.kind() == Some(k),
-    }
+struct Column {
+    builder: Builder,
+    filled: usize,
 }
 
-/// Decides each payload field's base kind from the file's values, whatever
-/// their order: DOUBLE when the field holds both integers and doubles, else
-/// its most frequent kind (ties go to the narrower kind: bool, int, double,
-/// string, json), STRING when it is always null.
-fn base_kinds<'a>(rows: &[Vec<(&'a str, Cell<'a>)>]) -> (Vec<&'a str>, HashMap<&'a str, Kind>) {
-    const KINDS: [Kind; 5] = [
-        Kind::Bool,
-        Kind::Int,
-        Kind::Double,
-        Kind::String,
-        Kind::Json,
-    ];
-    let mut order = Vec::new();
-    let mut counts: HashMap<&str, [usize; 5]> = HashMap::new();
-    for row in rows {
-        for (name, cell) in row {
-            let entry = counts.entry(name).or_insert_with(|| {
-                order.push(*name);
-                [0; 5]
-            });
-            if let Some(k) = cell.kind() {
-                entry[KINDS.iter().position(|x| *x == k).unwrap_or(4)] += 1;
-            }
-        }
-    }
-    let resolved = counts
-        .into_iter()
-        .map(|(name, c)| {
-            let (int, double) = (c[1], c[2]);
-            let base = if int > 0 && double > 0 {
-                Kind::Double
-            } else {
-                // max_by_key keeps the last maximum: scan from widest to narrowest
-                KINDS
-                    .iter()
-                    .zip(c)
-                    .rev()
-                    .filter(|(_, n)| *n > 0)
-                    .max_by_key(|(_, n)| *n)
-                    .map_or(Kind::String, |(k, _)| *k)
-            };
-            (name, base)
-        })
-        .collect();
-    (order, resolved)
-}
-
-/// Encodes the events of one partition into Parquet bytes.
-pub fn encode(events: &[&Event<'_>], opts: &EncodeOptions) -> Result<Vec<u8>, EncodeError> {
-    let n = events.len();
-    let rows: Vec<Vec<(&str, Cell<'_>)>> = events
-        .iter()
-        .map(|e| {
-            e.payload
-                .iter()
-                .map(|(name, raw)| (name.as_str(), classify(raw)))
-                .collect()
-        })
-        .collect();
-    let (order, base) = base_kinds(&rows);
-
+/// Encodes the rows of one table's partition into Parquet bytes, with the
+/// table's columns of a committed schema that holds every value.
+pub fn encode(
+    rows: &[Row<'_, '_>],
+    schema: &LakeSchema,
+    table: &str,
+    opts: &EncodeOptions,
+) -> Result<Vec<u8>, EncodeError> {
+    let n = rows.len();
     let mut uuid = StringBuilder::with_capacity(n, n * 36);
     let mut name = StringBuilder::with_capacity(n, n * 24);
     let mut created_at = Float64Builder::with_capacity(n);
     let mut created_dt = StringBuilder::with_capacity(n, n * 24);
-    for e in events {
-        uuid.append_value(&e.event_uuid);
-        name.append_value(&e.event_name);
-        created_at.append_value(e.created_at);
-        created_dt.append_value(&e.created_datetime);
+    for r in rows {
+        uuid.append_value(&r.event.event_uuid);
+        name.append_value(&r.event.event_name);
+        created_at.append_value(r.event.created_at);
+        created_dt.append_value(&r.event.created_datetime);
     }
 
-    // Columns in first-seen order; a variant column is created on first need.
-    let mut columns: Vec<Column> = Vec::with_capacity(order.len());
-    let mut index: HashMap<(&str, Kind), usize> = HashMap::with_capacity(order.len());
-    for field in &order {
-        let kind = base[field];
-        index.insert((field, kind), columns.len());
-        columns.push(Column {
-            name: (*field).to_string(),
-            kind,
-            builder: Builder::new(kind, n),
+    let defs = schema.table_columns(table);
+    let index: HashMap<&str, usize> = defs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    let mut columns: Vec<Column> = defs
+        .iter()
+        .map(|c| Column {
+            builder: Builder::new(c.kind, n),
             filled: 0,
-        });
-    }
+        })
+        .collect();
     for (r, row) in rows.iter().enumerate() {
-        for (field, cell) in row {
+        for (field, cell) in &row.cells {
             let Some(kind) = cell.kind() else { continue };
-            let col_kind = if fits(base[field], cell) {
-                base[field]
-            } else {
-                kind
-            };
-            let idx = *index.entry((field, col_kind)).or_insert_with(|| {
-                columns.push(Column {
-                    name: format!("{field}__v_{}", col_kind.name()),
-                    kind: col_kind,
-                    builder: Builder::new(col_kind, n),
-                    filled: 0,
+            let slot = schema
+                .route(field, cell)
+                .and_then(|c| index.get(c.name.as_str()));
+            let Some(&slot) = slot else {
+                return Err(EncodeError::Unrouted {
+                    version: schema.version,
+                    field: (*field).to_string(),
+                    kind,
                 });
-                columns.len() - 1
-            });
-            let col = &mut columns[idx];
+            };
+            let col = &mut columns[slot];
             if col.filled > r {
-                // the same field twice in one row cannot happen (keys are unique)
+                // a field twice in one row cannot happen (keys are unique)
                 continue;
             }
             col.builder.append_nulls(r - col.filled);
@@ -359,35 +332,42 @@ pub fn encode(events: &[&Event<'_>], opts: &EncodeOptions) -> Result<Vec<u8>, En
         Arc::new(created_at.finish()),
         Arc::new(created_dt.finish()),
     ];
-    let mut taken: std::collections::HashSet<String> =
-        fields.iter().map(|f| f.name().clone()).collect();
-    for mut col in columns {
+    for (def, mut col) in defs.iter().zip(columns) {
         col.builder.append_nulls(n - col.filled);
-        let mut col_name = col.name;
-        while !taken.insert(col_name.clone()) {
-            // a payload field literally named like a variant column: keep both
-            col_name.push('_');
-        }
-        fields.push(Field::new(col_name, col.kind.data_type(), true));
+        fields.push(Field::new(def.name.clone(), def.kind.data_type(), true));
         arrays.push(col.builder.finish());
     }
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+    let arrow_schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(arrow_schema.clone(), arrays)?;
 
     let props = WriterProperties::builder()
         .set_compression(opts.compression)
         .set_max_row_group_row_count(Some(opts.max_row_group_rows))
         .set_created_by(format!("kinesis-lake {}", env!("CARGO_PKG_VERSION")))
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            "kinesis_lake.format".to_string(),
-            "1".to_string(),
-        )]))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("kinesis_lake.format".to_string(), "1".to_string()),
+            KeyValue::new(
+                "kinesis_lake.schema_version".to_string(),
+                schema.version.to_string(),
+            ),
+        ]))
         .build();
     let mut out = Vec::with_capacity(n * 256);
-    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props))?;
+    let mut writer = ArrowWriter::try_new(&mut out, arrow_schema, Some(props))?;
     writer.write(&batch)?;
     writer.close()?;
     Ok(out)
+}
+
+/// Test helper: the stats of rows as one table's batch.
+#[cfg(test)]
+pub(crate) fn stats_of(rows: &[Row<'_, '_>], table: &str) -> crate::core::schema::BatchStats {
+    let mut s = crate::core::schema::BatchStats::new();
+    let t = s.entry(table.to_string()).or_default();
+    for r in rows {
+        r.add_stats(t);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -408,13 +388,22 @@ mod tests {
         arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
     }
 
-    fn encode_lines(lines: &[&str]) -> RecordBatch {
+    /// Plans a schema from the lines (from `base`) and encodes them with it.
+    fn encode_with(base: &LakeSchema, lines: &[&str]) -> (RecordBatch, LakeSchema) {
         let events: Vec<Event<'_>> = lines
             .iter()
             .map(|l| enrich(l.as_bytes()).expect("valid"))
             .collect();
-        let refs: Vec<&Event<'_>> = events.iter().collect();
-        read(encode(&refs, &EncodeOptions::default()).expect("encode"))
+        let rows: Vec<Row<'_, '_>> = events.iter().map(Row::new).collect();
+        let schema = base
+            .plan(&stats_of(&rows, "t"))
+            .unwrap_or_else(|| base.clone());
+        let bytes = encode(&rows, &schema, "t", &EncodeOptions::default()).expect("encode");
+        (read(bytes), schema)
+    }
+
+    fn encode_lines(lines: &[&str]) -> RecordBatch {
+        encode_with(&LakeSchema::default(), lines).0
     }
 
     fn ev(payload: &str) -> String {
@@ -478,6 +467,22 @@ mod tests {
     }
 
     #[test]
+    fn a_committed_int_column_never_takes_a_double() {
+        let (_, v1) = encode_with(&LakeSchema::default(), &[&ev(r#","amount":3"#)]);
+        let (b, v2) = encode_with(&v1, &[&ev(r#","amount":1.5"#), &ev(r#","amount":4"#)]);
+        assert_eq!(v2.base("amount").map(|c| c.kind), Some(Kind::Int));
+        let a = b
+            .column_by_name("amount")
+            .expect("amount")
+            .as_primitive::<Int64Type>()
+            .clone();
+        assert!(a.is_null(0));
+        assert_eq!(a.value(1), 4);
+        let d = b.column_by_name("amount__v_double").expect("variant");
+        assert_eq!(d.as_primitive::<Float64Type>().value(0), 1.5);
+    }
+
+    #[test]
     fn the_base_kind_does_not_depend_on_row_order() {
         let rows = [ev(r#","n":"x""#), ev(r#","n":2"#), ev(r#","n":3"#)];
         let mut refs: Vec<&str> = rows.iter().map(String::as_str).collect();
@@ -537,16 +542,39 @@ mod tests {
     }
 
     #[test]
-    fn a_field_named_like_a_variant_column_does_not_collide() {
-        let b = encode_lines(&[&ev(r#","x":1,"x__v_string":"lit""#), &ev(r#","x":"s""#)]);
-        let names: Vec<_> = b
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        assert!(names.contains(&"x__v_string".to_string()));
-        assert!(names.contains(&"x__v_string_".to_string()));
-        assert_eq!(names.len(), 7);
+    fn the_file_records_its_schema_version() {
+        let line = ev(r#","a":1"#);
+        let events = [enrich(line.as_bytes()).expect("valid")];
+        let rows: Vec<Row<'_, '_>> = events.iter().map(Row::new).collect();
+        let schema = LakeSchema::default()
+            .plan(&stats_of(&rows, "t"))
+            .expect("plan");
+        let bytes = encode(&rows, &schema, "t", &EncodeOptions::default()).expect("encode");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes)).expect("footer");
+        let kv = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .expect("kv")
+            .clone();
+        assert!(
+            kv.iter()
+                .any(|k| k.key == "kinesis_lake.schema_version" && k.value.as_deref() == Some("1"))
+        );
+    }
+
+    #[test]
+    fn an_unplanned_value_is_an_error_not_a_silent_drop() {
+        let line = ev(r#","a":1"#);
+        let events = [enrich(line.as_bytes()).expect("valid")];
+        let rows: Vec<Row<'_, '_>> = events.iter().map(Row::new).collect();
+        let err = encode(
+            &rows,
+            &LakeSchema::default(),
+            "t",
+            &EncodeOptions::default(),
+        )
+        .expect_err("no column");
+        assert!(matches!(err, EncodeError::Unrouted { .. }), "{err}");
     }
 }

@@ -7,5 +7,7 @@ pub mod encode;
 pub mod enrich;
 pub mod partition;
 pub mod pipeline;
+pub mod registry;
 pub mod reject;
+pub mod schema;
 pub mod sink;

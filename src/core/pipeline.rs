@@ -20,10 +20,12 @@ use serde::Serialize;
 
 use crate::core::decode::decode;
 use crate::core::dedup::{Claim, ClaimOutcome, DedupStore, Holder, Resolution, Transfer, resolve};
-use crate::core::encode::{EncodeOptions, encode};
+use crate::core::encode::{EncodeOptions, Row, encode};
 use crate::core::enrich::{Event, enrich};
 use crate::core::partition::{PartitionKey, data_object_key, error_object_key};
+use crate::core::registry::{self, SchemaCache};
 use crate::core::reject::Reject;
+use crate::core::schema::{BatchStats, table_name};
 use crate::core::sink::ObjectSink;
 use crate::record::{Origin, RawRecord};
 
@@ -40,6 +42,8 @@ pub struct PipelineConfig {
     pub io_concurrency: usize,
     /// Parquet writer options.
     pub encode: EncodeOptions,
+    /// The latest lake schema this process knows (shared by clones).
+    pub schema_cache: SchemaCache,
 }
 
 impl Default for PipelineConfig {
@@ -49,6 +53,7 @@ impl Default for PipelineConfig {
             lease_secs: 1200,
             io_concurrency: 16,
             encode: EncodeOptions::default(),
+            schema_cache: SchemaCache::default(),
         }
     }
 }
@@ -298,12 +303,9 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         }
     }
 
-    // build each group's file from its claimed members; a group with an
-    // unknown claim is not written
-    let rejected_at = now.to_rfc3339_opts(SecondsFormat::Millis, true);
-    let reasons: HashMap<usize, &Reject> = rejects.iter().map(|(i, r)| (*i, r)).collect();
-    let mut files: Vec<(usize, Bytes, Vec<usize>)> = Vec::new();
-    for (g, group) in groups.iter().enumerate() {
+    // each group's members to write; a group with an unknown claim is not written
+    let mut to_write: Vec<Vec<usize>> = Vec::with_capacity(groups.len());
+    for group in &groups {
         if let Some(why) = group.members.iter().find_map(|&i| match &state[i] {
             State::Unknown(e) => Some(e.clone()),
             _ => None,
@@ -316,30 +318,92 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
                     ));
                 }
             }
+            to_write.push(Vec::new());
             continue;
         }
-        let to_write: Vec<usize> = group
-            .members
-            .iter()
-            .copied()
-            .filter(|&i| matches!(state[i], State::Write))
-            .collect();
-        if to_write.is_empty() {
+        to_write.push(
+            group
+                .members
+                .iter()
+                .copied()
+                .filter(|&i| matches!(state[i], State::Write))
+                .collect(),
+        );
+    }
+
+    // classify the payloads once; commit a schema version that holds them all
+    let rows: Vec<Vec<Row<'_, '_>>> = groups
+        .iter()
+        .zip(&to_write)
+        .map(|(group, members)| {
+            if group.dead_letters {
+                return Vec::new();
+            }
+            members
+                .iter()
+                .filter_map(|&i| events[i].as_ref().map(Row::new))
+                .collect()
+        })
+        .collect();
+    let mut stats = BatchStats::new();
+    for group_rows in &rows {
+        if let Some(first) = group_rows.first() {
+            let p = &first.event.partition;
+            let table = stats
+                .entry(table_name(&p.event_type, p.event_subtype.as_deref()))
+                .or_default();
+            for r in group_rows {
+                r.add_stats(table);
+            }
+        }
+    }
+    let schema = if stats.is_empty() {
+        None
+    } else {
+        let t = Instant::now();
+        let ensured = registry::ensure(sink, &cfg.prefix, &cfg.schema_cache, &stats).await;
+        out.sink_ms += t.elapsed().as_millis() as u64;
+        match ensured {
+            Ok(s) => Some(s),
+            Err(e) => {
+                for (group, members) in groups.iter().zip(&mut to_write) {
+                    if !group.dead_letters {
+                        for &i in members.iter() {
+                            state[i] = State::Failed(format!("not written: {e}"));
+                        }
+                        members.clear();
+                    }
+                }
+                None
+            }
+        }
+    };
+
+    // build each group's file
+    let rejected_at = now.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let reasons: HashMap<usize, &Reject> = rejects.iter().map(|(i, r)| (*i, r)).collect();
+    let mut files: Vec<(usize, Bytes, Vec<usize>)> = Vec::new();
+    for (g, (group, members)) in groups.iter().zip(to_write).enumerate() {
+        if members.is_empty() {
             continue;
         }
         let body = if group.dead_letters {
-            Ok(dead_letter_file(records, &to_write, &reasons, &rejected_at))
+            Ok(dead_letter_file(records, &members, &reasons, &rejected_at))
         } else {
-            let rows: Vec<&Event<'_>> = to_write
-                .iter()
-                .filter_map(|&i| events[i].as_ref())
-                .collect();
-            encode(&rows, &cfg.encode).map_err(|e| format!("encoding {} failed: {e}", group.key))
+            match (&schema, rows[g].first()) {
+                (Some(schema), Some(first)) => {
+                    let p = &first.event.partition;
+                    let table = table_name(&p.event_type, p.event_subtype.as_deref());
+                    encode(&rows[g], schema, &table, &cfg.encode)
+                        .map_err(|e| format!("encoding {} failed: {e}", group.key))
+                }
+                _ => Err("internal: no schema for a data file; retry".to_string()),
+            }
         };
         match body {
-            Ok(bytes) => files.push((g, Bytes::from(bytes), to_write)),
+            Ok(bytes) => files.push((g, Bytes::from(bytes), members)),
             Err(e) => {
-                for i in to_write {
+                for i in members {
                     state[i] = State::Failed(e.clone());
                 }
             }

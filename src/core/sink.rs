@@ -24,4 +24,21 @@ pub trait ObjectSink: Send + Sync {
 
     /// Whether an object exists under `key`.
     fn exists(&self, key: &str) -> impl Future<Output = Result<bool, SinkError>> + Send;
+
+    /// The object under `key`, or `None` when there is none.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, SinkError>> + Send;
+
+    /// Stores `body` under `key` only if no object is there yet (S3:
+    /// `PutObject` with `If-None-Match: *`, a 412 answer meaning "already
+    /// there"). `Ok(false)` when one already was: nothing written. The schema
+    /// registry's optimistic concurrency rests on this being atomic.
+    fn put_if_absent(
+        &self,
+        key: &str,
+        body: Bytes,
+    ) -> impl Future<Output = Result<bool, SinkError>> + Send;
+
+    /// The keys of the objects directly under a folder (`prefix` ends with
+    /// `/`), sorted; empty when there are none.
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, SinkError>> + Send;
 }

@@ -40,7 +40,11 @@ impl FsSink {
     }
 }
 
-fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
+/// Writes `body` to a hidden temporary file beside `path`, synced, and then
+/// either renames it over `path` or, with `create_only`, hard-links it to
+/// `path` (which fails if `path` exists: an atomic create-if-absent).
+/// Returns whether `path` was written.
+fn write_atomically(path: &Path, body: &[u8], create_only: bool) -> std::io::Result<bool> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("key has no parent folder"))?;
@@ -55,7 +59,16 @@ fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(body)?;
         f.sync_data()?;
-        std::fs::rename(&tmp, path)
+        if !create_only {
+            return std::fs::rename(&tmp, path).map(|()| true);
+        }
+        let linked = match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        };
+        std::fs::remove_file(&tmp)?;
+        linked
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -71,10 +84,60 @@ impl ObjectSink for FsSink {
             key: key.into(),
             message: format!("{e} (check that the lake folder is writable and the disk has space)"),
         };
-        tokio::task::spawn_blocking(move || write_atomically(&path, &body))
+        tokio::task::spawn_blocking(move || write_atomically(&path, &body, false))
             .await
             .map_err(|e| err(std::io::Error::other(e)))?
             .map_err(err)
+            .map(|_| ())
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, SinkError> {
+        let path = self.path_of("put_if_absent", key)?;
+        let err = |e: std::io::Error| SinkError {
+            operation: "put_if_absent",
+            key: key.into(),
+            message: format!("{e} (check that the lake folder is writable and the disk has space)"),
+        };
+        tokio::task::spawn_blocking(move || write_atomically(&path, &body, true))
+            .await
+            .map_err(|e| err(std::io::Error::other(e)))?
+            .map_err(err)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, SinkError> {
+        let path = self.path_of("get", key)?;
+        match tokio::fs::read(&path).await {
+            Ok(b) => Ok(Some(Bytes::from(b))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(SinkError {
+                operation: "get",
+                key: key.into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        let err = |e: std::io::Error| SinkError {
+            operation: "list",
+            key: prefix.into(),
+            message: e.to_string(),
+        };
+        let mut rd = match tokio::fs::read_dir(&dir).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(err(e)),
+        };
+        let mut keys = Vec::new();
+        while let Some(entry) = rd.next_entry().await.map_err(err)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && entry.file_type().await.map_err(err)?.is_file() {
+                keys.push(format!("{prefix}{name}"));
+            }
+        }
+        keys.sort();
+        Ok(keys)
     }
 
     async fn exists(&self, key: &str) -> Result<bool, SinkError> {
@@ -104,6 +167,30 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["f.parquet"]);
+    }
+
+    #[tokio::test]
+    async fn put_if_absent_never_replaces_and_list_sees_only_whole_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = FsSink::new(dir.path());
+        assert!(
+            sink.put_if_absent("s/v1", Bytes::from_static(b"a"))
+                .await
+                .expect("first")
+        );
+        assert!(
+            !sink
+                .put_if_absent("s/v1", Bytes::from_static(b"b"))
+                .await
+                .expect("second")
+        );
+        assert_eq!(
+            sink.get("s/v1").await.expect("get").as_deref(),
+            Some(&b"a"[..])
+        );
+        assert_eq!(sink.get("s/v2").await.expect("get"), None);
+        assert_eq!(sink.list("s/").await.expect("list"), ["s/v1"]);
+        assert!(sink.list("nothing/").await.expect("list").is_empty());
     }
 
     #[tokio::test]
