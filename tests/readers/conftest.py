@@ -42,3 +42,32 @@ def demo_lake(tmp_path_factory) -> pathlib.Path:
         check=True, capture_output=True,
     )
     return lake
+
+
+DRIFT_EVENTS = [
+    # amount: an integer first, then doubles, a numeric string, an object, a huge integer
+    {"event_uuid": "d1", "event_name": "payment:order", "created_at": 1710633600, "amount": 5, "tags": ["a"]},
+    {"event_uuid": "d2", "event_name": "payment:order", "created_at": 1710633601, "amount": 7, "ok": True},
+    {"event_uuid": "d3", "event_name": "payment:order", "created_at": 1710633602, "amount": 1.5, "ok": "yes"},
+    {"event_uuid": "d4", "event_name": "payment:order", "created_at": 1710720000, "amount": "12.50"},
+    {"event_uuid": "d5", "event_name": "cart:updated", "created_at": 1710633600, "amount": 2.25, "items": 3},
+    {"event_uuid": "d6", "event_name": "cart:updated", "created_at": 1710633600, "amount": {"value": 3}, "items": 4.5},
+    {"event_uuid": "d7", "event_name": "cart", "created_at": 1710633600, "amount": 123456789012345678901234567890},
+    {"event_uuid": "d8", "event_name": "cart:updated", "created_at": 1710806400, "items": None, "note": "late field"},
+]
+
+
+@pytest.fixture(scope="session")
+def drift_lake(tmp_path_factory) -> pathlib.Path:
+    """A lake whose fields change type from batch to batch (one record per batch):
+    the case that breaks Spark and Athena on lakes whose files are typed one by one."""
+    import json
+    work = tmp_path_factory.mktemp("drift")
+    src = work / "drift.ndjson"
+    src.write_text("".join(json.dumps(e) + "\n" for e in DRIFT_EVENTS))
+    lake = work / "lake"
+    subprocess.run(
+        [str(cli_binary()), "ingest", "--lake", str(lake), "--batch-records", "1", "--json", str(src)],
+        check=True, capture_output=True,
+    )
+    return lake
