@@ -434,3 +434,54 @@ fn ddl_refuses_a_location_athena_cannot_read() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("s3://"));
 }
+
+#[test]
+fn schema_command_shows_tables_columns_and_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"event_uuid":"a","event_name":"payment:order:done","created_at":1710633600,"amount":5}"#,
+            "\n",
+            r#"{"event_uuid":"b","event_name":"payment:order","created_at":1710633600,"amount":1.5}"#,
+            "\n"
+        ),
+    )
+    .expect("write");
+    // one record per batch: version 1 commits `amount` as bigint, version 2 adds a variant
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args(["ingest", "--batch-records", "1", "--lake"])
+        .arg(&lake)
+        .arg(&input)
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args(["schema", "--lake"])
+        .arg(&lake)
+        .arg("payment:order:done")
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("lake schema version 2"), "{text}");
+    assert!(text.contains("table payment:order"), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .to_string()
+    };
+    assert!(line("amount").contains("bigint") && line("amount").contains("v1"));
+    assert!(line("amount__v_double").contains("double") && line("amount__v_double").contains("v2"));
+    assert!(
+        text.contains("v2     2 columns, 1 tables: +amount__v_double"),
+        "{text}"
+    );
+}

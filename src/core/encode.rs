@@ -165,6 +165,9 @@ pub struct EncodeOptions {
     pub compression: Compression,
     /// Rows per row group.
     pub max_row_group_rows: usize,
+    /// Also keep each event's JSON exactly as received in a `payload_json`
+    /// column (lossless replay and debugging, at a size cost: BENCHMARKS.md).
+    pub payload_json: bool,
 }
 
 impl Default for EncodeOptions {
@@ -172,9 +175,13 @@ impl Default for EncodeOptions {
         EncodeOptions {
             compression: Compression::ZSTD(ZstdLevel::default()),
             max_row_group_rows: 128 * 1024,
+            payload_json: false,
         }
     }
 }
+
+/// The name of the optional column with each event's JSON as received.
+pub const PAYLOAD_JSON_COLUMN: &str = "payload_json";
 
 /// One event with its payload values classified once, for both schema
 /// planning and encoding.
@@ -332,6 +339,15 @@ pub fn encode(
         Arc::new(created_at.finish()),
         Arc::new(created_dt.finish()),
     ];
+    if opts.payload_json {
+        let mut raw =
+            StringBuilder::with_capacity(n, rows.iter().map(|r| r.event.json.len()).sum());
+        for r in rows {
+            raw.append_value(String::from_utf8_lossy(r.event.json));
+        }
+        fields.push(Field::new(PAYLOAD_JSON_COLUMN, DataType::Utf8, false));
+        arrays.push(Arc::new(raw.finish()));
+    }
     for (def, mut col) in defs.iter().zip(columns) {
         col.builder.append_nulls(n - col.filled);
         fields.push(Field::new(def.name.clone(), def.kind.data_type(), true));
@@ -539,6 +555,25 @@ mod tests {
             .clone();
         assert_eq!((a.value(0), a.is_null(1), a.value(2)), (1, true, 3));
         assert_eq!((bb.is_null(0), bb.value(1), bb.value(2)), (true, 2, 4));
+    }
+
+    #[test]
+    fn payload_json_keeps_the_event_as_received_when_asked() {
+        let line = ev(r#", "a" : [1, 2.50]"#);
+        let events = [enrich(line.as_bytes()).expect("valid")];
+        let rows: Vec<Row<'_, '_>> = events.iter().map(Row::new).collect();
+        let schema = LakeSchema::default()
+            .plan(&stats_of(&rows, "t"))
+            .expect("plan");
+        let opts = EncodeOptions {
+            payload_json: true,
+            ..EncodeOptions::default()
+        };
+        let b = read(encode(&rows, &schema, "t", &opts).expect("encode"));
+        let kept = b.column_by_name(PAYLOAD_JSON_COLUMN).expect("payload_json");
+        assert_eq!(kept.as_string::<i32>().value(0), line);
+        let plain = read(encode(&rows, &schema, "t", &EncodeOptions::default()).expect("encode"));
+        assert!(plain.column_by_name(PAYLOAD_JSON_COLUMN).is_none());
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Event<'a> {
     pub partition: PartitionKey,
     /// The other top-level fields, in the order sent, as raw JSON.
     pub payload: Vec<(String, &'a RawValue)>,
+    /// The whole event's JSON as received (after gunzip).
+    pub json: &'a [u8],
 }
 
 /// Parses, validates and enriches one event.
@@ -84,6 +86,7 @@ pub fn enrich(json: &[u8]) -> Result<Event<'_>, Reject> {
         created_datetime,
         partition,
         payload,
+        json,
     })
 }
 

@@ -220,7 +220,14 @@ impl LakeSchema {
         }
         let mut next = self.clone();
         next.version = self.version + 1;
-        let reserved = crate::core::encode::FIXED_COLUMN_NAMES;
+        let fixed = crate::core::encode::FIXED_COLUMN_NAMES;
+        let reserved = [
+            fixed[0],
+            fixed[1],
+            fixed[2],
+            fixed[3],
+            crate::core::encode::PAYLOAD_JSON_COLUMN,
+        ];
         for (field, s) in &fields {
             if next.base(field).is_none()
                 && let Some(kind) = s.base_kind()
