@@ -68,7 +68,7 @@ pub fn table_ident(table: &str) -> String {
 /// columns from the schema registry, each with partition projection.
 pub fn render_all(spec: &TableSpec, schema: &LakeSchema) -> String {
     let mut out = render(spec, &[]);
-    for (table, _) in &schema.tables {
+    for table in schema.tables.keys() {
         let (event_type, event_subtype) = match table.split_once(':') {
             Some((t, s)) => (t, Some(s)),
             None => (table.as_str(), None),

@@ -4,10 +4,12 @@
 //! - [`core`]: the pure pipeline (decode, validate, enrich, dedup decisions,
 //!   partitioning, Parquet encoding).
 //! - adapters, one I/O concern each: [`kinesis`] (Lambda event types),
+//!   [`aws`] (S3 lake, DynamoDB dedup store, Lambda invocation, metrics),
 //!   [`local`] (folder lake, embedded dedup store, input files),
 //!   [`memory`] (in-memory store and sink for tests and benchmarks).
 //! - [`ingest`]: runs inputs through the pipeline in batches (the CLI's job).
 
+pub mod aws;
 pub mod core;
 pub mod ddl;
 pub mod ingest;

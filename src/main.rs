@@ -1,4 +1,6 @@
-//! The `kinesis-lake` command line: runs the lake pipeline locally.
+//! The `kinesis-lake` command line: runs the lake pipeline into a local
+//! folder, or into the S3 lake with the DynamoDB dedup table (backfills and
+//! replays use the real lake's dedup).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +10,11 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use kinesis_lake::PipelineConfig;
-use kinesis_lake::ingest::{BatchLimits, Summary, ingest, total_bytes};
+use kinesis_lake::aws::config::{
+    self as lake_config, Clients, DEFAULT_IO_CONCURRENCY, DEFAULT_TTL_HOURS,
+};
+use kinesis_lake::aws::{AwsLake, ClientSettings, DynamoStore, S3Sink};
+use kinesis_lake::ingest::{BatchLimits, Progress, Summary, ingest, total_bytes};
 use kinesis_lake::local::input::expand;
 use kinesis_lake::local::{FsSink, RedbStore, redb_store};
 
@@ -28,12 +34,29 @@ enum Command {
     /// skipped). A file whose first key is "Records" is read as a Lambda
     /// Kinesis event document; any other file as NDJSON, one event per line.
     /// Either may be gzip-compressed. Re-running the same input adds nothing:
-    /// dedup state lives in LAKE/_state/dedup.redb. Bad records go to
+    /// dedup state lives in LAKE/_state/dedup.redb, or for an s3:// lake in
+    /// the DynamoDB table --dedup-table (shared with the Lambda function, so
+    /// events already in the lake are not written again). Bad records go to
     /// LAKE/_errors/ and never make the exit code non-zero.
+    ///
+    /// For an s3:// lake the standard AWS variables apply (AWS_REGION,
+    /// credentials, AWS_PROFILE, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_DYNAMODB).
+    /// If S3 or DynamoDB cannot be reached the exit code is non-zero; run the
+    /// same command again later: nothing is written twice.
     Ingest {
-        /// The lake folder (created if missing).
-        #[arg(long, value_name = "DIR")]
+        /// The lake: a folder (created if missing), or s3://BUCKET/PREFIX
+        /// (with --dedup-table).
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
         lake: PathBuf,
+        /// The DynamoDB dedup table of an s3:// lake (the Lambda function's
+        /// DEDUP_TABLE).
+        #[arg(long, value_name = "TABLE")]
+        dedup_table: Option<String>,
+        /// How long dedup claims are kept in the table, in hours (the
+        /// function's DEDUP_TTL_HOURS) [default: 168]. s3:// lakes only; local
+        /// claims never expire.
+        #[arg(long, value_name = "HOURS")]
+        dedup_ttl_hours: Option<String>,
         /// Close a batch (and write its files) after this many MiB of input.
         /// Bigger batches make fewer, bigger Parquet files.
         #[arg(long, value_name = "MIB", default_value_t = 64)]
@@ -41,6 +64,10 @@ enum Command {
         /// Close a batch after this many records.
         #[arg(long, value_name = "N", default_value_t = 200_000)]
         batch_records: usize,
+        /// Also keep each event's JSON exactly as received in a payload_json
+        /// column (lossless replay and debugging; costs space: see BENCHMARKS.md).
+        #[arg(long)]
+        payload_json: bool,
         /// Print the summary as one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -51,12 +78,13 @@ enum Command {
         #[arg(value_name = "INPUT", required = true)]
         inputs: Vec<PathBuf>,
     },
-    /// Print the Athena CREATE EXTERNAL TABLE statement for a lake, with
+    /// Print the Athena CREATE EXTERNAL TABLE statements for a lake, with
     /// partition projection (no crawler, no MSCK REPAIR needed).
     ///
-    /// Without --from the table has the columns every file has; with --from
-    /// pointing at a local lake folder, payload columns are read from its
-    /// Parquet files.
+    /// The `events` table covers every event with the common columns. With
+    /// --from (the lake folder or s3://BUCKET/PREFIX), one more table per
+    /// event type and subtype (`payment__order`) carries its payload columns,
+    /// from the lake's schema registry.
     Ddl {
         /// The lake's S3 location, e.g. s3://my-bucket/lake.
         #[arg(long, value_name = "S3_URI")]
@@ -70,9 +98,20 @@ enum Command {
         /// First date of the event_date projection range (YYYY-MM-DD).
         #[arg(long, value_name = "DATE", default_value = "2020-01-01")]
         since: String,
-        /// A local lake folder to read payload columns from.
-        #[arg(long, value_name = "DIR")]
-        from: Option<PathBuf>,
+        /// The lake whose schema registry gives the per-type tables: a folder
+        /// or s3://BUCKET/PREFIX.
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+        from: Option<String>,
+    },
+    /// Print the lake's schema: each table's columns with their types and the
+    /// version that added them, and the history of versions.
+    Schema {
+        /// The lake: a folder or s3://BUCKET/PREFIX.
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+        lake: String,
+        /// Only the table of this event name (e.g. payment:order:completed).
+        #[arg(value_name = "EVENT_NAME")]
+        event_name: Option<String>,
     },
 }
 
@@ -97,20 +136,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ingest {
             lake,
+            dedup_table,
+            dedup_ttl_hours,
             batch_mib,
             batch_records,
+            payload_json,
             json,
             no_progress,
             inputs,
         } => {
+            let encode = kinesis_lake::core::encode::EncodeOptions {
+                payload_json,
+                ..Default::default()
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
+            let target = LakeTarget::parse(&lake, dedup_table, dedup_ttl_hours)?;
             let files = expand(&inputs)?;
-            let store = RedbStore::open(&redb_store::default_path(&lake))
-                .context("opening the dedup store")?;
-            let sink = FsSink::new(&lake);
             let bar = if no_progress {
                 ProgressBar::hidden()
             } else {
@@ -127,15 +171,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_bytes: batch_mib.max(1) << 20,
                 max_records: batch_records.max(1),
             };
-            let cfg = PipelineConfig::default();
             let progress = |done: u64| bar.set_position(done);
-            let summary =
-                runtime.block_on(ingest(&inputs, &store, &sink, &cfg, &limits, &progress))?;
+            let location = target.location();
+            let summary = match target {
+                LakeTarget::Dir(dir) => {
+                    let store = RedbStore::open(&redb_store::default_path(&dir))
+                        .context("opening the dedup store")?;
+                    let sink = FsSink::new(&dir);
+                    let cfg = PipelineConfig {
+                        encode,
+                        ..PipelineConfig::default()
+                    };
+                    runtime.block_on(ingest(&inputs, &store, &sink, &cfg, &limits, &progress))?
+                }
+                LakeTarget::S3(lake) => {
+                    runtime.block_on(ingest_s3(&lake, &inputs, &limits, encode, &progress))?
+                }
+            };
             bar.finish_and_clear();
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
-                print_summary(&summary, &lake);
+                print_summary(&summary, &location);
             }
             if summary.counts.failed > 0 {
                 eprintln!(
@@ -155,7 +212,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             since,
             from,
         } => ddl(location, database, table, since, from),
+        Command::Schema { lake, event_name } => {
+            let history = read_schema_history(&lake)?;
+            let table = event_name.map(|n| {
+                let mut parts = n.split(':');
+                let t = parts.next().unwrap_or_default();
+                kinesis_lake::core::schema::table_name(t, parts.next().filter(|s| !s.is_empty()))
+            });
+            print!(
+                "{}",
+                kinesis_lake::core::schema::describe(&history, table.as_deref())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Every committed schema version of a lake (folder or s3://), oldest first.
+fn read_schema_history(lake: &str) -> anyhow::Result<Vec<kinesis_lake::core::schema::LakeSchema>> {
+    use kinesis_lake::core::registry::history;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        if lake.starts_with("s3://") {
+            let (bucket, prefix) = lake_config::parse_s3_url("--lake", lake)?;
+            let clients = Clients::load(&ClientSettings::default()).await?;
+            let sink = S3Sink::new(clients.s3, &bucket);
+            Ok(history(&sink, &prefix).await?)
+        } else {
+            if !std::path::Path::new(lake).is_dir() {
+                anyhow::bail!("{lake} is not a lake folder (or an s3:// URI)");
+            }
+            Ok(history(&FsSink::new(lake), "").await?)
+        }
+    })
 }
 
 fn ddl(
@@ -163,36 +255,124 @@ fn ddl(
     database: String,
     table: String,
     since: String,
-    from: Option<PathBuf>,
+    from: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     if !location.starts_with("s3://") {
         anyhow::bail!("--location must be an s3:// URI (Athena reads from S3), got {location:?}");
     }
     chrono::NaiveDate::parse_from_str(&since, "%Y-%m-%d")
         .with_context(|| format!("--since must be a date like 2024-01-31, got {since:?}"))?;
-    let columns = match &from {
-        Some(lake) => kinesis_lake::ddl::columns_from_lake(lake)?,
-        None => Vec::new(),
-    };
     let spec = kinesis_lake::ddl::TableSpec {
         database,
         table,
         location,
         date_range_start: since,
     };
-    println!("{}", kinesis_lake::ddl::render(&spec, &columns));
+    match &from {
+        Some(lake) => {
+            let schema = read_schema_history(lake)?.pop().unwrap_or_default();
+            println!("{}", kinesis_lake::ddl::render_all(&spec, &schema));
+        }
+        None => println!("{}", kinesis_lake::ddl::render(&spec, &[])),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_summary(s: &Summary, lake: &std::path::Path) {
+/// Where `ingest` writes.
+enum LakeTarget {
+    /// A folder with the embedded dedup store.
+    Dir(PathBuf),
+    /// S3 with the DynamoDB dedup table.
+    S3(AwsLake),
+}
+
+impl LakeTarget {
+    fn parse(
+        lake: &std::path::Path,
+        dedup_table: Option<String>,
+        dedup_ttl_hours: Option<String>,
+    ) -> anyhow::Result<LakeTarget> {
+        let Some(url) = lake.to_str().filter(|l| l.starts_with("s3://")) else {
+            if dedup_table.is_some() || dedup_ttl_hours.is_some() {
+                anyhow::bail!(
+                    "--dedup-table and --dedup-ttl-hours apply to s3:// lakes only; a folder lake keeps its dedup state in {}",
+                    redb_store::default_path(lake).display()
+                );
+            }
+            return Ok(LakeTarget::Dir(lake.to_path_buf()));
+        };
+        let (bucket, prefix) = lake_config::parse_s3_url("--lake", url)?;
+        let table = dedup_table.context(
+            "an s3:// lake needs --dedup-table TABLE: the DynamoDB dedup table (the Lambda function's DEDUP_TABLE)",
+        )?;
+        let ttl_hours = match dedup_ttl_hours {
+            Some(h) => lake_config::parse_ttl_hours("--dedup-ttl-hours", &h)?,
+            None => DEFAULT_TTL_HOURS,
+        };
+        Ok(LakeTarget::S3(AwsLake {
+            bucket,
+            prefix,
+            table: lake_config::validate_table("--dedup-table", &table)?,
+            ttl_hours,
+            io_concurrency: DEFAULT_IO_CONCURRENCY,
+        }))
+    }
+
+    /// The lake's location, for the summary.
+    fn location(&self) -> String {
+        match self {
+            LakeTarget::Dir(dir) => dir.display().to_string(),
+            LakeTarget::S3(lake) => lake.url(),
+        }
+    }
+}
+
+/// Ingests into S3 with DynamoDB dedup, after checking both can be reached.
+async fn ingest_s3(
+    lake: &AwsLake,
+    inputs: &[PathBuf],
+    limits: &BatchLimits,
+    encode: kinesis_lake::core::encode::EncodeOptions,
+    progress: Progress<'_>,
+) -> anyhow::Result<Summary> {
+    let clients = Clients::load(&ClientSettings::default()).await?;
+    let store = DynamoStore::new(
+        clients.dynamodb,
+        &lake.table,
+        lake.ttl_secs(),
+        lake.io_concurrency,
+    );
+    let sink = S3Sink::new(clients.s3, &lake.bucket);
+    let (table_ok, lake_ok) = tokio::join!(store.check(), sink.check(&lake.prefix));
+    table_ok.with_context(|| {
+        format!(
+            "cannot use the dedup table --dedup-table {}; nothing was written: fix the cause and run the same command again",
+            lake.table
+        )
+    })?;
+    lake_ok.with_context(|| {
+        format!(
+            "cannot use the lake {}; nothing was written: fix the cause and run the same command again",
+            lake.url()
+        )
+    })?;
+    let cfg = PipelineConfig {
+        prefix: lake.prefix.clone(),
+        io_concurrency: lake.io_concurrency,
+        encode,
+        ..PipelineConfig::default()
+    };
+    Ok(ingest(inputs, &store, &sink, &cfg, limits, progress).await?)
+}
+
+fn print_summary(s: &Summary, lake: &str) {
     let c = &s.counts;
     println!("records read        {:>12}", c.records);
     println!("events written      {:>12}", c.written);
     println!("duplicates dropped  {:>12}", c.duplicates);
     println!(
         "records rejected    {:>12}   (kept in {}/_errors)",
-        c.rejected,
-        lake.display()
+        c.rejected, lake
     );
     println!("records failed      {:>12}", c.failed);
     println!(

@@ -320,17 +320,13 @@ pub fn describe(history: &[LakeSchema], table: Option<&str>) -> String {
         latest.columns.len(),
         latest.tables.len()
     );
-    for (name, _) in latest
+    for name in latest
         .tables
-        .iter()
-        .filter(|(n, _)| table.is_none_or(|t| t == n.as_str()))
+        .keys()
+        .filter(|n| table.is_none_or(|t| t == n.as_str()))
     {
         let _ = writeln!(out, "\ntable {name}");
-        let _ = writeln!(
-            out,
-            "  {:<32} {:<7} {:<6} {}",
-            "column", "type", "since", "holds"
-        );
+        let _ = writeln!(out, "  {:<32} {:<7} {:<6} holds", "column", "type", "since");
         for c in latest.table_columns(name) {
             let holds = match (c.variant, c.kind) {
                 (true, _) => format!("values of `{}` that do not fit its column", c.field),

@@ -1,0 +1,212 @@
+"""The Lambda function under `cargo lambda watch`, invoked with `cargo lambda
+invoke --data-file fixtures/kinesis/small-batch.json`, against the local S3
+and DynamoDB servers: the partial batch response is empty, the events land in
+the bucket once (also when the batch is invoked again), and every invocation
+prints its Embedded Metric Format line.
+
+Run inside the test environment (it sets the endpoints):
+    python3 scripts/testenv.py run -- .tools/venv/bin/pytest -q tests/lambda
+"""
+
+import collections
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import time
+import uuid
+import xml.etree.ElementTree as ET
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CARGO_LAMBDA = ROOT / ".tools" / "venv" / "bin" / "cargo-lambda"
+FIXTURE = ROOT / "fixtures" / "kinesis" / "small-batch.json"
+FUNCTION = "kinesis-lake-lambda"
+PREFIX = "lake"
+
+_spec = importlib.util.spec_from_file_location("testenv", ROOT / "scripts" / "testenv.py")
+testenv = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(testenv)
+
+SMALL_BATCH_UUIDS = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(1, 9)]
+SMALL_BATCH_REJECTS = 11
+
+
+def env(name):
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run inside the test servers, "
+                    f"python3 scripts/testenv.py run -- .tools/venv/bin/pytest -q tests/lambda")
+    return value
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def s3_keys(endpoint, bucket):
+    keys, token = [], None
+    while True:
+        query = {"list-type": "2"}
+        if token:
+            query["continuation-token"] = token
+        status, _, body = testenv.aws_request("GET", endpoint, "s3", path=f"/{bucket}", query=query)
+        assert status == 200, f"listing {bucket}: HTTP {status}: {body[:300]!r}"
+        root = ET.fromstring(body)
+        ns = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
+        keys += [c.find(f"{ns}Key").text for c in root.findall(f"{ns}Contents")]
+        token = root.findtext(f"{ns}NextContinuationToken")
+        if root.findtext(f"{ns}IsTruncated") != "true" or not token:
+            return sorted(keys)
+
+
+def s3_get(endpoint, bucket, key):
+    status, _, body = testenv.aws_request("GET", endpoint, "s3", path=f"/{bucket}/{key}")
+    assert status == 200, f"get {key}: HTTP {status}"
+    return body
+
+
+def processes_with_env(marker):
+    """Pids of our processes whose environment holds `marker` (LAKE_BUCKET=<unique name>)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.fixture
+def watcher(tmp_path):
+    """`cargo lambda watch` on a free loopback port, the function configured for
+    a fresh bucket and table (created by the function: KL_CREATE_RESOURCES=1)."""
+    if not CARGO_LAMBDA.exists():
+        pytest.fail(f"{CARGO_LAMBDA} is missing: run bash scripts/setup-tools.sh")
+    s3, ddb = env("KL_TEST_S3_ENDPOINT"), env("KL_TEST_DYNAMODB_ENDPOINT")
+    name = f"kl-lambda-{uuid.uuid4().hex[:12]}"
+    port = free_port()
+    function_env = {
+        "LAKE_BUCKET": name,
+        "LAKE_PREFIX": PREFIX,
+        "DEDUP_TABLE": name,
+        "KL_CREATE_RESOURCES": "1",
+        "AWS_ENDPOINT_URL_S3": s3,
+        "AWS_ENDPOINT_URL_DYNAMODB": ddb,
+        "AWS_ACCESS_KEY_ID": env("AWS_ACCESS_KEY_ID"),
+        "AWS_SECRET_ACCESS_KEY": env("AWS_SECRET_ACCESS_KEY"),
+        "AWS_REGION": env("AWS_REGION"),
+        "RUST_LOG": "info",
+    }
+    cmd = [str(CARGO_LAMBDA), "lambda", "watch", "--invoke-address", "127.0.0.1",
+           "--invoke-port", str(port), "--ignore-changes", "--bin", FUNCTION]
+    for k, v in function_env.items():
+        cmd += ["--env-var", f"{k}={v}"]
+    log_path = tmp_path / "watch.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def tail():
+        return log_path.read_text(errors="replace")[-4000:]
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"cargo lambda watch exited with {proc.returncode}:\n{tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"cargo lambda watch did not listen on {port} in 120 s:\n{tail()}")
+                time.sleep(0.1)
+        yield {"port": port, "bucket": name, "s3": s3, "log": log_path, "tail": tail}
+    finally:
+        # the watcher, cargo and the function run in the watcher's session
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+        # a function process outside the group would outlive the test: end it
+        marker = f"LAKE_BUCKET={name}"
+        end = time.monotonic() + 10
+        while processes_with_env(marker) and time.monotonic() < end:
+            time.sleep(0.1)
+        leftovers = processes_with_env(marker)
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        log.close()
+        assert not leftovers, f"function processes outlived the watcher: {leftovers}"
+
+
+def invoke(port):
+    r = subprocess.run(
+        [str(CARGO_LAMBDA), "lambda", "invoke", FUNCTION, "--invoke-address", "127.0.0.1",
+         "--invoke-port", str(port), "--data-file", str(FIXTURE), "--output-format", "json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert r.returncode == 0, f"cargo lambda invoke failed:\n{r.stdout}\n{r.stderr}"
+    return json.loads(r.stdout)
+
+
+def lake_rows(w):
+    rows = collections.Counter()
+    for key in s3_keys(w["s3"], w["bucket"]):
+        if key.endswith(".parquet"):
+            assert key.startswith(f"{PREFIX}/event_type="), key
+            table = pq.read_table(io.BytesIO(s3_get(w["s3"], w["bucket"], key)))
+            rows.update(table.column("event_uuid").to_pylist())
+    return rows
+
+
+def emf_lines(log_path):
+    out = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        line = line.strip()
+        if line.startswith("{") and '"_aws"' in line:
+            out.append(json.loads(line))
+    return out
+
+
+def test_cargo_lambda_invoke_lands_the_fixture_once(watcher):
+    first = invoke(watcher["port"])
+    assert first == {"batchItemFailures": []}, f"{first}\n{watcher['tail']()}"
+    rows = lake_rows(watcher)
+    assert rows == {u: 1 for u in SMALL_BATCH_UUIDS}, rows
+    errors = [k for k in s3_keys(watcher["s3"], watcher["bucket"]) if k.startswith(f"{PREFIX}/_errors/")]
+    lines = [l for k in errors for l in s3_get(watcher["s3"], watcher["bucket"], k).splitlines()]
+    assert len(lines) == SMALL_BATCH_REJECTS
+
+    keys = s3_keys(watcher["s3"], watcher["bucket"])
+    second = invoke(watcher["port"])
+    assert second == {"batchItemFailures": []}, second
+    assert s3_keys(watcher["s3"], watcher["bucket"]) == keys, "the same batch again writes nothing"
+
+    metrics = emf_lines(watcher["log"])
+    assert len(metrics) == 2, watcher["tail"]()
+    for m in metrics:
+        cw = m["_aws"]["CloudWatchMetrics"][0]
+        assert cw["Namespace"] == "KinesisLake"
+        assert cw["Dimensions"] == [["FunctionName"]]
+        assert m["FunctionName"] == FUNCTION
+        assert m["Records"] == 20 and m["Failed"] == 0
+    assert (metrics[0]["Written"], metrics[0]["Rejected"]) == (8, SMALL_BATCH_REJECTS)
+    assert (metrics[1]["Written"], metrics[1]["Duplicates"], metrics[1]["Files"]) == (0, 9, 0)
