@@ -1,0 +1,590 @@
+"""Guards on template.yaml: the properties an operator relies on.
+
+Each test pins one property of the SAM template (exactly-once plumbing,
+poison-batch handling, encryption, least privilege, Athena projection, ...)
+so that it cannot silently disappear in a later edit. The last test runs
+cfn-lint on the template and requires a clean result (no errors, no warnings).
+
+Only pytest is needed, plus either cfn-lint (whose own YAML loader
+understands the CloudFormation short-form tags !Ref, !Sub, !GetAtt, ...) or
+PyYAML (cfn-lint depends on it, so it is always there when cfn-lint is).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+
+def _load_with_pyyaml(text: str) -> dict:
+    """Fallback loader: PyYAML plus a constructor for CloudFormation tags."""
+    import yaml
+
+    class CfnLoader(yaml.SafeLoader):
+        pass
+
+    def construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+        if isinstance(node, yaml.ScalarNode):
+            value: Any = loader.construct_scalar(node)
+            if suffix == "GetAtt":
+                value = value.split(".", 1)
+            elif suffix == "Condition":
+                return {"Condition": value}
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)
+        return {name: value}
+
+    CfnLoader.add_multi_constructor("!", construct_tag)
+    return yaml.load(text, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+def load_template() -> dict:
+    text = TEMPLATE_PATH.read_text(encoding="utf-8")
+    try:
+        from cfnlint.decode import cfn_yaml
+    except ImportError:
+        data = _load_with_pyyaml(text)
+    else:
+        data = cfn_yaml.loads(text, str(TEMPLATE_PATH))
+    # Normalise cfn-lint's node classes (and anything else) to plain JSON types.
+    return json.loads(json.dumps(data))
+
+
+@pytest.fixture(scope="module")
+def tpl() -> dict:
+    assert TEMPLATE_PATH.is_file(), f"{TEMPLATE_PATH.name} missing at the repository root"
+    return load_template()
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def resources(tpl: dict, rtype: str) -> dict[str, dict]:
+    return {k: v for k, v in tpl["Resources"].items() if v.get("Type") == rtype}
+
+
+def only_resource(tpl: dict, rtype: str) -> tuple[str, dict]:
+    found = resources(tpl, rtype)
+    assert len(found) == 1, f"expected exactly one {rtype}, found {sorted(found)}"
+    return next(iter(found.items()))
+
+
+def props(resource: dict) -> dict:
+    return resource.get("Properties", {})
+
+
+def param_or_literal(tpl: dict, value: Any) -> tuple[Any, dict | None]:
+    """Resolve {"Ref": Param} to (Default, parameter definition)."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        name = value["Ref"]
+        params = tpl.get("Parameters", {})
+        assert name in params, f"Ref to unknown parameter {name}"
+        return params[name].get("Default"), params[name]
+    return value, None
+
+
+def is_true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def is_ref_to(value: Any, logical_id: str) -> bool:
+    return value == {"Ref": logical_id}
+
+
+def is_getatt(value: Any, logical_id: str, attr: str) -> bool:
+    return value == {"Fn::GetAtt": [logical_id, attr]}
+
+
+def strings_in(node: Any) -> Iterator[str]:
+    """Every string anywhere in a (possibly intrinsic) value."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from strings_in(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from strings_in(v)
+
+
+def as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def event_source_mapping(tpl: dict) -> dict:
+    _, esm = only_resource(tpl, "AWS::Lambda::EventSourceMapping")
+    return props(esm)
+
+
+def the_function(tpl: dict) -> tuple[str, dict]:
+    return only_resource(tpl, "AWS::Serverless::Function")
+
+
+def condition_is_lake_prefix_nonempty(tpl: dict, name: str) -> bool:
+    cond = tpl.get("Conditions", {}).get(name)
+    return cond == {"Fn::Not": [{"Fn::Equals": [{"Ref": "LakePrefix"}, ""]}]}
+
+
+# --------------------------------------------------------------------------
+# Function
+# --------------------------------------------------------------------------
+
+
+def test_function_runtime_and_build(tpl: dict) -> None:
+    _, fn = the_function(tpl)
+    p = props(fn)
+    assert p["Runtime"] == "provided.al2023"
+    assert p["Architectures"] == ["arm64"]
+    assert p["Handler"] == "bootstrap"
+    assert p["CodeUri"] == "."
+    assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda"
+    assert fn["Metadata"]["BuildProperties"]["Binary"] == "kinesis-lake-lambda"
+
+
+def test_function_memory_and_timeout_are_parameters(tpl: dict) -> None:
+    _, fn = the_function(tpl)
+    p = props(fn)
+    mem, mem_param = param_or_literal(tpl, p["MemorySize"])
+    timeout, timeout_param = param_or_literal(tpl, p["Timeout"])
+    assert mem_param is not None and timeout_param is not None
+    assert int(mem) == 256
+    assert int(timeout) == 120
+
+
+def test_function_environment(tpl: dict) -> None:
+    fid, fn = the_function(tpl)
+    env = props(fn)["Environment"]["Variables"]
+    bucket_id, _ = only_resource(tpl, "AWS::S3::Bucket")
+    table_id, _ = only_resource(tpl, "AWS::DynamoDB::Table")
+    assert is_ref_to(env["LAKE_BUCKET"], bucket_id)
+    assert is_ref_to(env["DEDUP_TABLE"], table_id)
+    assert is_ref_to(env["LAKE_PREFIX"], "LakePrefix")
+    for optional in ("DEDUP_TTL_HOURS", "RUST_LOG"):
+        assert optional in env, f"{optional} should be set explicitly"
+    ttl, _ = param_or_literal(tpl, env["DEDUP_TTL_HOURS"])
+    assert int(ttl) == 168
+
+
+def test_lake_prefix_contract(tpl: dict) -> None:
+    """LAKE_PREFIX: no leading or trailing slash, may be empty."""
+    pattern = re.compile(tpl["Parameters"]["LakePrefix"]["AllowedPattern"])
+    for ok in ("", "lake", "data/lake", "a.b-c_d"):
+        assert pattern.fullmatch(ok), ok
+    for bad in ("/lake", "lake/", "a//b", "/", "a b"):
+        assert not pattern.fullmatch(bad), bad
+
+
+# --------------------------------------------------------------------------
+# Event source mapping: exactly-once plumbing and poison-batch handling
+# --------------------------------------------------------------------------
+
+
+def test_report_batch_item_failures(tpl: dict) -> None:
+    assert "ReportBatchItemFailures" in event_source_mapping(tpl)["FunctionResponseTypes"]
+
+
+def test_bisect_on_error(tpl: dict) -> None:
+    assert event_source_mapping(tpl)["BisectBatchOnFunctionError"] is True
+
+
+def test_starting_position(tpl: dict) -> None:
+    assert event_source_mapping(tpl)["StartingPosition"] == "TRIM_HORIZON"
+
+
+def test_mapping_targets_the_function(tpl: dict) -> None:
+    fid, _ = the_function(tpl)
+    assert is_ref_to(event_source_mapping(tpl)["FunctionName"], fid)
+
+
+def test_retries_and_record_age_are_finite(tpl: dict) -> None:
+    esm = event_source_mapping(tpl)
+    retries, retries_param = param_or_literal(tpl, esm["MaximumRetryAttempts"])
+    age, age_param = param_or_literal(tpl, esm["MaximumRecordAgeInSeconds"])
+    assert retries is not None and 0 <= int(retries) <= 10000
+    assert age is not None and 60 <= int(age) <= 604800
+    # -1 means "infinite" for both: the parameters must not accept it.
+    if retries_param is not None:
+        assert int(retries_param["MinValue"]) >= 0
+    if age_param is not None:
+        assert int(age_param["MinValue"]) >= 60
+
+
+def test_batching_parameters(tpl: dict) -> None:
+    esm = event_source_mapping(tpl)
+    batch, _ = param_or_literal(tpl, esm["BatchSize"])
+    window, _ = param_or_literal(tpl, esm["MaximumBatchingWindowInSeconds"])
+    pf, pf_param = param_or_literal(tpl, esm["ParallelizationFactor"])
+    assert 1000 <= int(batch) <= 10000
+    assert int(window) == 30
+    assert int(pf) == 1
+    assert pf_param is not None and int(pf_param["MaxValue"]) <= 10
+
+
+def test_on_failure_destination_is_an_encrypted_queue(tpl: dict) -> None:
+    dest = event_source_mapping(tpl)["DestinationConfig"]["OnFailure"]["Destination"]
+    assert isinstance(dest, dict) and "Fn::GetAtt" in dest, "OnFailure must point at a queue of this stack"
+    queue_id, attr = dest["Fn::GetAtt"]
+    assert attr == "Arn"
+    queue = tpl["Resources"][queue_id]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    qp = props(queue)
+    assert is_true(qp.get("SqsManagedSseEnabled")) or "KmsMasterKeyId" in qp, "failure queue must be encrypted"
+    assert int(qp["MessageRetentionPeriod"]) == 1209600  # 14 days
+
+
+def test_stream_is_created_or_existing(tpl: dict) -> None:
+    params = tpl["Parameters"]
+    assert params["ExistingStreamArn"]["Default"] == ""
+    assert params["StreamMode"]["AllowedValues"] == ["ON_DEMAND", "PROVISIONED"]
+    for name in ("ShardCount", "RetentionHours"):
+        assert name in params
+    sid, stream = only_resource(tpl, "AWS::Kinesis::Stream")
+    assert stream.get("Condition") == "CreateStream"
+    assert tpl["Conditions"]["CreateStream"] == {"Fn::Equals": [{"Ref": "ExistingStreamArn"}, ""]}
+    assert event_source_mapping(tpl)["EventSourceArn"] == {
+        "Fn::If": ["CreateStream", {"Fn::GetAtt": [sid, "Arn"]}, {"Ref": "ExistingStreamArn"}]
+    }
+
+
+# --------------------------------------------------------------------------
+# DynamoDB dedup table
+# --------------------------------------------------------------------------
+
+
+def test_dedup_table(tpl: dict) -> None:
+    _, table = only_resource(tpl, "AWS::DynamoDB::Table")
+    p = props(table)
+    assert p["BillingMode"] == "PAY_PER_REQUEST"
+    assert p["KeySchema"] == [{"AttributeName": "event_uuid", "KeyType": "HASH"}]
+    assert {"AttributeName": "event_uuid", "AttributeType": "S"} in p["AttributeDefinitions"]
+    ttl = p["TimeToLiveSpecification"]
+    assert ttl["AttributeName"] == "expires_at"
+    assert is_true(ttl["Enabled"])
+    assert is_true(p["SSESpecification"]["SSEEnabled"])
+    pitr, pitr_param = param_or_literal(
+        tpl, p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
+    )
+    assert pitr_param is not None and set(pitr_param["AllowedValues"]) == {"true", "false"}
+
+
+# --------------------------------------------------------------------------
+# Lake bucket
+# --------------------------------------------------------------------------
+
+
+def test_bucket_encryption(tpl: dict) -> None:
+    _, bucket = only_resource(tpl, "AWS::S3::Bucket")
+    rules = props(bucket)["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    algos = {r["ServerSideEncryptionByDefault"]["SSEAlgorithm"] for r in rules}
+    assert algos and algos <= {"AES256", "aws:kms", "aws:kms:dsse"}
+
+
+def test_bucket_public_access_block(tpl: dict) -> None:
+    _, bucket = only_resource(tpl, "AWS::S3::Bucket")
+    pab = props(bucket)["PublicAccessBlockConfiguration"]
+    for flag in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"):
+        assert is_true(pab.get(flag)), flag
+
+
+def test_bucket_policy_denies_non_tls(tpl: dict) -> None:
+    bucket_id, _ = only_resource(tpl, "AWS::S3::Bucket")
+    policies = [p for p in resources(tpl, "AWS::S3::BucketPolicy").values() if is_ref_to(props(p)["Bucket"], bucket_id)]
+    assert policies, "lake bucket has no bucket policy"
+    found = False
+    for pol in policies:
+        for st in as_list(props(pol)["PolicyDocument"]["Statement"]):
+            cond = st.get("Condition", {}).get("Bool", {})
+            if st["Effect"] == "Deny" and str(cond.get("aws:SecureTransport")).lower() == "false":
+                assert st["Principal"] in ("*", {"AWS": "*"})
+                assert "s3:*" in as_list(st["Action"])
+                res = as_list(st["Resource"])
+                assert any(is_getatt(r, bucket_id, "Arn") for r in res), "deny must cover the bucket"
+                assert any(isinstance(r, dict) and r.get("Fn::Sub") == f"${{{bucket_id}.Arn}}/*" for r in res), (
+                    "deny must cover the objects"
+                )
+                found = True
+    assert found, "no Deny on aws:SecureTransport=false"
+
+
+def test_bucket_versioning_and_lifecycle(tpl: dict) -> None:
+    _, bucket = only_resource(tpl, "AWS::S3::Bucket")
+    p = props(bucket)
+    assert p["VersioningConfiguration"]["Status"] == {"Fn::If": ["VersioningEnabled", "Enabled", "Suspended"]}
+    rules = p["LifecycleConfiguration"]["Rules"]
+    errors = [r for r in rules if any("_errors/" in s for s in strings_in(r.get("Prefix", "")))]
+    assert errors and "ExpirationInDays" in errors[0]
+    assert errors[0]["Prefix"] == {"Fn::If": ["HasLakePrefix", {"Fn::Sub": "${LakePrefix}/_errors/"}, "_errors/"]}
+    assert any("AbortIncompleteMultipartUpload" in r for r in rules)
+
+
+# --------------------------------------------------------------------------
+# Glue / Athena
+# --------------------------------------------------------------------------
+
+
+def test_glue_events_table_partition_projection(tpl: dict) -> None:
+    _, table = only_resource(tpl, "AWS::Glue::Table")
+    ti = props(table)["TableInput"]
+    assert ti["Name"] == "events"
+    params = ti["Parameters"]
+    assert params["projection.enabled"] == "true"
+    assert params["projection.event_type.type"] == "injected"
+    assert params["projection.event_subtype.type"] == "injected"
+    assert params["projection.event_date.type"] == "date"
+    assert params["projection.event_date.format"] == "yyyy-MM-dd"
+    assert params["projection.event_date.interval"] == "1"
+    assert params["projection.event_date.interval.unit"] == "DAYS"
+    assert any(s.endswith(",NOW") for s in strings_in(params["projection.event_date.range"]))
+
+    assert [(k["Name"], k["Type"]) for k in ti["PartitionKeys"]] == [
+        ("event_type", "string"),
+        ("event_subtype", "string"),
+        ("event_date", "string"),
+    ]
+
+    template = params["storage.location.template"]
+    sub = template["Fn::Sub"]
+    text = (sub[0] if isinstance(sub, list) else sub).replace("${!", "${")
+    for key in ("event_type", "event_subtype", "event_date"):
+        assert f"{key}=${{{key}}}" in text, key
+    assert text.index("event_type=") < text.index("event_subtype=") < text.index("event_date=")
+    # The prefix part must follow the LAKE_PREFIX contract: "<prefix>/" or "".
+    assert isinstance(sub, list)
+    assert text.startswith("s3://${Bucket}/${Prefix}event_type=")
+    prefix = sub[1]["Prefix"]
+    assert prefix == {"Fn::If": ["HasLakePrefix", {"Fn::Sub": "${LakePrefix}/"}, ""]}
+    assert condition_is_lake_prefix_nonempty(tpl, "HasLakePrefix")
+
+
+def test_glue_events_table_format_and_columns(tpl: dict) -> None:
+    _, table = only_resource(tpl, "AWS::Glue::Table")
+    sd = props(table)["TableInput"]["StorageDescriptor"]
+    assert sd["SerdeInfo"]["SerializationLibrary"] == "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+    assert sd["InputFormat"] == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
+    assert sd["OutputFormat"] == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
+    assert [(c["Name"], c["Type"]) for c in sd["Columns"]] == [
+        ("event_uuid", "string"),
+        ("event_name", "string"),
+        ("created_at", "double"),
+        ("created_datetime", "string"),
+    ]
+    # Partition columns are not inside the Parquet files.
+    names = {c["Name"] for c in sd["Columns"]}
+    assert not names & {"event_type", "event_subtype", "event_date"}
+
+
+# --------------------------------------------------------------------------
+# Alarms
+# --------------------------------------------------------------------------
+
+
+def test_alarms(tpl: dict) -> None:
+    fid, _ = the_function(tpl)
+    alarms = resources(tpl, "AWS::CloudWatch::Alarm").values()
+    by_metric = {(props(a)["Namespace"], props(a)["MetricName"]): props(a) for a in alarms}
+    for key in (
+        ("AWS/Lambda", "IteratorAge"),
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+        ("KinesisLake", "DeadLetters"),
+    ):
+        assert key in by_metric, f"missing alarm on {key}"
+        a = by_metric[key]
+        assert a["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": fid}}], key
+        assert a.get("AlarmActions"), f"alarm on {key} notifies nobody"
+    threshold, _ = param_or_literal(tpl, by_metric[("AWS/Lambda", "IteratorAge")]["Threshold"])
+    assert int(threshold) == 60000
+
+
+# --------------------------------------------------------------------------
+# IAM: least privilege
+# --------------------------------------------------------------------------
+
+# Actions that may be granted on Resource "*" (those whose IAM definition has
+# no resource type), each with the reason it is needed. Deliberately empty:
+# - cloudwatch:PutMetricData is not needed: metrics use Embedded Metric Format,
+#   which CloudWatch extracts from the function's log lines.
+# - kinesis:ListStreams (Resource "*" only) is not needed: the event source
+#   mapping is given the stream ARN.
+# - xray:PutTraceSegments would be the next candidate if tracing is enabled.
+ALLOWED_STAR_ACTIONS: dict[str, str] = {}
+
+# Managed policies SAM/Lambda examples like to attach; all contain Resource "*".
+FORBIDDEN_MANAGED_POLICIES = (
+    "AWSLambdaKinesisExecutionRole",
+    "AmazonKinesisReadOnlyAccess",
+    "AmazonS3FullAccess",
+    "AmazonDynamoDBFullAccess",
+    "AmazonSQSFullAccess",
+    "CloudWatchFullAccess",
+)
+
+
+def policy_statements(tpl: dict) -> Iterator[tuple[str, dict]]:
+    for lid, res in tpl["Resources"].items():
+        rtype = res.get("Type")
+        p = props(res)
+        docs: list[Any] = []
+        if rtype == "AWS::IAM::Role":
+            docs += [pol["PolicyDocument"] for pol in p.get("Policies", [])]
+        elif rtype in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            docs.append(p["PolicyDocument"])
+        elif rtype == "AWS::Serverless::Function":
+            for pol in as_list(p.get("Policies", [])):
+                if isinstance(pol, dict) and "Statement" in pol:
+                    docs.append(pol)
+        for doc in docs:
+            for st in as_list(doc["Statement"]):
+                yield lid, st
+
+
+def test_no_allow_on_star_resource(tpl: dict) -> None:
+    for lid, st in policy_statements(tpl):
+        if st.get("Effect") != "Allow":
+            continue
+        assert "NotResource" not in st and "NotAction" not in st, f"{lid}: NotResource/NotAction is not least privilege"
+        resources_ = as_list(st["Resource"])
+        if "*" in resources_:
+            actions = as_list(st["Action"])
+            unexpected = [a for a in actions if a not in ALLOWED_STAR_ACTIONS]
+            assert not unexpected, f"{lid} grants {unexpected} on Resource '*'"
+        for action in as_list(st["Action"]):
+            assert action != "*" and not action.endswith(":*"), f"{lid} grants wildcard action {action}"
+
+
+def test_no_broad_managed_policies_or_sam_policy_templates(tpl: dict) -> None:
+    for lid, res in tpl["Resources"].items():
+        p = props(res)
+        for arn in as_list(p.get("ManagedPolicyArns", [])):
+            for name in FORBIDDEN_MANAGED_POLICIES:
+                assert name not in "".join(strings_in(arn)), f"{lid} attaches {name}"
+        if res.get("Type") == "AWS::Serverless::Function":
+            # A SAM Kinesis event or SAM-generated role would attach
+            # AWSLambdaKinesisExecutionRole (Resource "*"): require the
+            # explicit role + explicit event source mapping instead.
+            assert "Role" in p, "function must use the explicit least-privilege role"
+            events = p.get("Events", {})
+            assert all(e.get("Type") != "Kinesis" for e in events.values())
+
+
+def test_role_grants_what_the_function_needs(tpl: dict) -> None:
+    fid, fn = the_function(tpl)
+    role_id, attr = props(fn)["Role"]["Fn::GetAtt"]
+    assert attr == "Arn" and tpl["Resources"][role_id]["Type"] == "AWS::IAM::Role"
+    granted: dict[str, list] = {}
+    for lid, st in policy_statements(tpl):
+        if lid == role_id and st["Effect"] == "Allow":
+            for action in as_list(st["Action"]):
+                granted.setdefault(action, []).append(st)
+    needed = [
+        "kinesis:GetRecords",
+        "kinesis:GetShardIterator",
+        "kinesis:DescribeStream",
+        "kinesis:DescribeStreamSummary",
+        "kinesis:ListShards",
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:GetItem",
+        "dynamodb:DescribeTable",
+        "sqs:SendMessage",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    ]
+    missing = [a for a in needed if a not in granted]
+    assert not missing, f"role lacks {missing}"
+
+    # Objects only under "<LakePrefix>/" (or the whole bucket when the prefix is empty).
+    for action in ("s3:PutObject", "s3:GetObject"):
+        for st in granted[action]:
+            res = st["Resource"]
+            assert isinstance(res, dict) and "Fn::If" in res, res
+            cond, when_prefix, when_empty = res["Fn::If"]
+            assert condition_is_lake_prefix_nonempty(tpl, cond)
+            assert when_prefix["Fn::Sub"].endswith("/${LakePrefix}/*")
+            assert when_empty["Fn::Sub"].endswith(".Arn}/*")
+    # Listing only under "<LakePrefix>/" when a prefix is set.
+    for st in granted["s3:ListBucket"]:
+        cond = st["Condition"]["Fn::If"]
+        assert condition_is_lake_prefix_nonempty(tpl, cond[0])
+        assert cond[1]["StringLike"]["s3:prefix"] == [{"Fn::Sub": "${LakePrefix}/*"}]
+    # DynamoDB only on the dedup table, SQS only on the failure queue.
+    table_id, _ = only_resource(tpl, "AWS::DynamoDB::Table")
+    for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"):
+        for st in granted[action]:
+            assert as_list(st["Resource"]) == [{"Fn::GetAtt": [table_id, "Arn"]}]
+    dest = event_source_mapping(tpl)["DestinationConfig"]["OnFailure"]["Destination"]
+    for st in granted["sqs:SendMessage"]:
+        assert as_list(st["Resource"]) == [dest]
+
+
+# --------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------
+
+
+def test_outputs(tpl: dict) -> None:
+    outputs = tpl["Outputs"]
+    for name in (
+        "LakeBucketName",
+        "DedupTableName",
+        "StreamName",
+        "StreamArn",
+        "GlueDatabaseName",
+        "GlueTableName",
+        "FunctionName",
+        "FailureQueueUrl",
+        "ExampleAthenaQuery",
+    ):
+        assert name in outputs, name
+    query = "".join(strings_in(outputs["ExampleAthenaQuery"]["Value"]))
+    assert "event_type='payment'" in query and "event_subtype='order'" in query
+
+
+# --------------------------------------------------------------------------
+# cfn-lint
+# --------------------------------------------------------------------------
+
+
+def find_cfn_lint() -> str | None:
+    beside = Path(sys.executable).parent / "cfn-lint"
+    if beside.is_file():
+        return str(beside)
+    return shutil.which("cfn-lint")
+
+
+def test_cfn_lint_clean() -> None:
+    exe = find_cfn_lint()
+    if exe is None:
+        pytest.fail("cfn-lint not found next to the Python interpreter nor on PATH (install it: pip install cfn-lint)")
+    proc = subprocess.run(
+        [exe, "--", str(TEMPLATE_PATH)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"cfn-lint exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
