@@ -485,3 +485,25 @@ fn schema_command_shows_tables_columns_and_history() {
         "{text}"
     );
 }
+
+#[test]
+fn payload_json_keeps_each_event_as_received() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args(["ingest", "--payload-json", "--json", "--lake"])
+        .arg(&lake)
+        .arg(fixture("events.ndjson"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let (_, b, i) = row_of(&lake, &uuid(2));
+    let kept = b.column_by_name("payload_json").expect("payload_json");
+    let line = std::fs::read_to_string(fixture("events.ndjson"))
+        .expect("fixture")
+        .lines()
+        .find(|l| l.contains(&uuid(2)))
+        .expect("line")
+        .to_string();
+    assert_eq!(kept.as_string::<i32>().value(i), line);
+}
