@@ -28,10 +28,13 @@ Exported to CMD:
 AWS_SESSION_TOKEN, AWS_PROFILE, AWS_DEFAULT_PROFILE and AWS_ENDPOINT_URL are
 removed from CMD's environment so that nothing points at real AWS.
 
-Readiness: S3 = a signed ListBuckets returns 200 AND the SeaweedFS master is
-leader and knows the volume server and all its volumes (otherwise the first
-requests after a (re)start can hang or fail with "volume N not found");
-DynamoDB/Kinesis = a signed ListTables/ListStreams gets the service's answer.
+Readiness: S3 = a signed ListBuckets returns 200, the SeaweedFS master is
+leader and knows the volume server and all its volumes, and a small test write
+through the filer succeeds. Without the last two, the first requests after a
+(re)start can fail with "volume N not found", or a PUT can stall ~20 s while
+the restarted master is "warming up" (it refuses volume assignments for a few
+seconds after a restart with existing data). DynamoDB/Kinesis = a signed
+ListTables/ListStreams gets the service's own answer.
 Ports are random free loopback ports below the kernel's ephemeral range (so no
 client connection can take one while a server is stopped by ctl).
 Clients must use path-style S3 addressing (http://127.0.0.1:PORT/bucket/key).
