@@ -23,7 +23,7 @@ setup: ## install the test tools into .tools/ (Python venv, DynamoDB Local, Seaw
 	bash scripts/setup-tools.sh
 
 test: setup ## every test: unit, CLI, real S3 + DynamoDB, cargo lambda, readers, template
-	python3 scripts/testenv.py run -- bash scripts/test-all.sh
+	python3 scripts/testenv.py run --with-kinesis -- bash scripts/test-all.sh
 
 lint: setup ## cargo fmt --check, clippy with warnings as errors, cfn-lint
 	cargo fmt --all -- --check

@@ -1,9 +1,18 @@
-//! The Kinesis adapter: Lambda's Kinesis event types to and from core types.
+//! The Kinesis adapter: Lambda's Kinesis event to core records, and the
+//! partial batch response back.
+//!
+//! The event is read with our own small serde types rather than
+//! `aws_lambda_events`' `KinesisEvent`: that crate (1.2.1) reads
+//! `approximateArrivalTimestamp` wrongly (the digits after the decimal point
+//! taken as milliseconds, so `…931.12` becomes …931 s + 12 ms) and rejects a
+//! whole document whose timestamps carry more than three decimals. Ours reads
+//! the number as seconds and rounds to the millisecond, and takes only the
+//! fields the pipeline uses.
 
-use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
-
+use base64::Engine as _;
 use chrono::Utc;
+use serde::{Deserialize, Serialize};
 
 use crate::core::dedup::DedupStore;
 use crate::core::pipeline::{BatchOutcome, PipelineConfig, run_batch};
@@ -23,6 +32,58 @@ pub enum KinesisError {
     },
 }
 
+/// The event Lambda passes a Kinesis consumer (`{"Records": [...]}`), with the
+/// fields the pipeline uses.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct KinesisEvent {
+    /// The batch, in shard order.
+    #[serde(rename = "Records")]
+    pub records: Vec<KinesisEventRecord>,
+}
+
+/// One record of the batch.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct KinesisEventRecord {
+    /// `shardId-000000000000:<sequence number>`.
+    #[serde(rename = "eventID", default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`.
+    #[serde(
+        rename = "eventSourceARN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub event_source_arn: Option<String>,
+    /// The Kinesis record.
+    pub kinesis: KinesisRecord,
+}
+
+/// The Kinesis part of a record.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KinesisRecord {
+    /// The producer's data, base64-encoded.
+    pub data: String,
+    /// The record's sequence number within its shard.
+    #[serde(default)]
+    pub sequence_number: String,
+    /// The producer's partition key.
+    #[serde(default)]
+    pub partition_key: String,
+    /// When the stream received the record, Unix seconds with a fraction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approximate_arrival_timestamp: Option<f64>,
+}
+
+impl KinesisRecord {
+    /// The arrival time in Unix milliseconds (seconds rounded to the ms).
+    pub fn arrival_ms(&self) -> Option<i64> {
+        self.approximate_arrival_timestamp
+            .filter(|t| t.is_finite())
+            .map(|t| (t * 1000.0).round() as i64)
+    }
+}
+
 /// The stream name from an event source ARN (`arn:aws:kinesis:r:a:stream/NAME`).
 fn stream_name(arn: Option<&str>) -> String {
     arn.and_then(|a| a.rsplit_once(":stream/").map(|(_, s)| s.to_string()))
@@ -31,6 +92,7 @@ fn stream_name(arn: Option<&str>) -> String {
 
 /// Maps one Kinesis event record to a raw record.
 pub fn raw_record(index: usize, rec: KinesisEventRecord) -> Result<RawRecord, KinesisError> {
+    let arrival_ms = rec.kinesis.arrival_ms();
     let seq = rec.kinesis.sequence_number;
     if seq.is_empty() {
         return Err(KinesisError::NoSequenceNumber { index });
@@ -41,18 +103,18 @@ pub fn raw_record(index: usize, rec: KinesisEventRecord) -> Result<RawRecord, Ki
         .as_deref()
         .and_then(|id| id.split_once(':').map(|(s, _)| s.to_string()))
         .unwrap_or_default();
+    // Lambda always base64-encodes; data that is not base64 is kept as given,
+    // so the pipeline dead-letters it rather than losing it
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(rec.kinesis.data.as_bytes())
+        .unwrap_or_else(|_| rec.kinesis.data.into_bytes());
     Ok(RawRecord {
-        data: rec.kinesis.data.0,
+        data,
         origin: Origin::Kinesis {
             stream: stream_name(rec.event_source_arn.as_deref()),
             shard_id,
             sequence_number: seq,
-            arrival_ms: Some(
-                rec.kinesis
-                    .approximate_arrival_timestamp
-                    .0
-                    .timestamp_millis(),
-            ),
+            arrival_ms,
         },
     })
 }
@@ -156,6 +218,39 @@ mod tests {
             resp.batch_item_failures[0].item_identifier.as_deref(),
             Some(sequence_number.as_str())
         );
+    }
+
+    #[test]
+    fn arrival_times_are_seconds_rounded_to_the_millisecond() {
+        let doc = |ts: &str| {
+            format!(
+                r#"{{"Records":[{{"eventID":"shardId-000000000001:7","kinesis":{{"data":"e30=","sequenceNumber":"7","approximateArrivalTimestamp":{ts}}}}}]}}"#
+            )
+        };
+        for (ts, ms) in [
+            ("1795404931.12", 1795404931120),
+            ("1795404931.5", 1795404931500),
+            ("1.79540493198E9", 1795404931980),
+            ("1795404931.1234", 1795404931123),
+            ("1795404931", 1795404931000),
+        ] {
+            let event: KinesisEvent = serde_json::from_str(&doc(ts)).expect("parses");
+            let recs = raw_records(event).expect("records");
+            match &recs[0].origin {
+                Origin::Kinesis { arrival_ms, .. } => assert_eq!(*arrival_ms, Some(ms), "{ts}"),
+                o => panic!("unexpected origin {o:?}"),
+            }
+            assert_eq!(recs[0].data, b"{}");
+        }
+    }
+
+    #[test]
+    fn data_that_is_not_base64_is_kept_as_given() {
+        let event: KinesisEvent = serde_json::from_str(
+            r#"{"Records":[{"kinesis":{"data":"not base64!","sequenceNumber":"1"}}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(raw_records(event).expect("records")[0].data, b"not base64!");
     }
 
     #[test]

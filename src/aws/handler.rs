@@ -4,7 +4,7 @@
 //! the object sink: the binary passes S3 + DynamoDB (or a local folder), the
 //! integration tests pass the same adapters wrapped with injected faults.
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
+use crate::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -32,7 +32,7 @@ pub fn oldest_arrival_ms(event: &KinesisEvent) -> Option<i64> {
     event
         .records
         .iter()
-        .map(|r| r.kinesis.approximate_arrival_timestamp.0.timestamp_millis())
+        .filter_map(|r| r.kinesis.arrival_ms())
         .min()
 }
 

@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
+use kinesis_lake::kinesis::KinesisEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 use kinesis_lake::PipelineConfig;

@@ -6,9 +6,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
-
-use crate::kinesis::raw_records;
+use crate::kinesis::{KinesisEvent, raw_records};
 use crate::record::{Origin, RawRecord};
 
 /// An input that cannot be read. The tool stops: nothing is skipped silently.
