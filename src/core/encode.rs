@@ -18,11 +18,12 @@ use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use serde_json::value::RawValue;
 
 use crate::core::enrich::Event;
-use crate::core::schema::{FieldStats, LakeSchema};
+use crate::core::schema::{FieldStats, LakeSchema, fits};
 
 /// Failure to build or encode a file. It is a bug or resource limit, never bad
 /// input: every input value has a column it fits.
@@ -291,11 +292,16 @@ pub fn encode(
     }
 
     let defs = schema.table_columns(table);
-    let index: HashMap<&str, usize> = defs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name.as_str(), i))
-        .collect();
+    // this table's routes: field -> base slot, (field, kind) -> variant slot
+    let mut base_slot: HashMap<&str, (usize, Kind)> = HashMap::with_capacity(defs.len());
+    let mut variant_slot: HashMap<(&str, Kind), usize> = HashMap::new();
+    for (i, c) in defs.iter().enumerate() {
+        if c.variant {
+            variant_slot.insert((c.field.as_str(), c.kind), i);
+        } else {
+            base_slot.insert(c.field.as_str(), (i, c.kind));
+        }
+    }
     let mut columns: Vec<Column> = defs
         .iter()
         .map(|c| Column {
@@ -306,10 +312,12 @@ pub fn encode(
     for (r, row) in rows.iter().enumerate() {
         for (field, cell) in &row.cells {
             let Some(kind) = cell.kind() else { continue };
-            let slot = schema
-                .route(field, cell)
-                .and_then(|c| index.get(c.name.as_str()));
-            let Some(&slot) = slot else {
+            // the same rule as LakeSchema::route, over this table's columns
+            let slot = match base_slot.get(field) {
+                Some(&(slot, base)) if fits(base, cell) => Some(slot),
+                _ => variant_slot.get(&(*field, kind)).copied(),
+            };
+            let Some(slot) = slot else {
                 return Err(EncodeError::Unrouted {
                     version: schema.version,
                     field: (*field).to_string(),
@@ -353,11 +361,28 @@ pub fn encode(
         fields.push(Field::new(def.name.clone(), def.kind.data_type(), true));
         arrays.push(col.builder.finish());
     }
+    let string_columns: Vec<String> = fields
+        .iter()
+        .filter(|f| f.data_type() == &DataType::Utf8)
+        .map(|f| f.name().clone())
+        .collect();
     let arrow_schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(arrow_schema.clone(), arrays)?;
 
-    let props = WriterProperties::builder()
-        .set_compression(opts.compression)
+    // Measured on Lambda-shaped batches (~100 small files, BENCHMARKS.md):
+    // compressing only the string columns, a dictionary only for event_name
+    // and statistics per column chunk (one row group per file) write 40 %
+    // faster and 15 % smaller than zstd + dictionaries + page statistics on
+    // every column.
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_column_dictionary_enabled(ColumnPath::from("event_name"), true);
+    for name in string_columns {
+        props = props.set_column_compression(ColumnPath::from(name), opts.compression);
+    }
+    let props = props
         .set_max_row_group_row_count(Some(opts.max_row_group_rows))
         .set_created_by(format!("kinesis-lake {}", env!("CARGO_PKG_VERSION")))
         .set_key_value_metadata(Some(vec![

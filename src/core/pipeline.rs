@@ -379,27 +379,32 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         }
     };
 
-    // build each group's file
+    // build each group's file; data files are encoded on every core
     let rejected_at = now.to_rfc3339_opts(SecondsFormat::Millis, true);
     let reasons: HashMap<usize, &Reject> = rejects.iter().map(|(i, r)| (*i, r)).collect();
-    let mut files: Vec<(usize, Bytes, Vec<usize>)> = Vec::new();
-    for (g, (group, members)) in groups.iter().zip(to_write).enumerate() {
-        if members.is_empty() {
-            continue;
+    let jobs: Vec<(usize, Vec<usize>)> = to_write
+        .into_iter()
+        .enumerate()
+        .filter(|(_, members)| !members.is_empty())
+        .collect();
+    let build = |g: usize, members: &[usize]| -> Result<Vec<u8>, String> {
+        let group = &groups[g];
+        if group.dead_letters {
+            return Ok(dead_letter_file(records, members, &reasons, &rejected_at));
         }
-        let body = if group.dead_letters {
-            Ok(dead_letter_file(records, &members, &reasons, &rejected_at))
-        } else {
-            match (&schema, rows[g].first()) {
-                (Some(schema), Some(first)) => {
-                    let p = &first.event.partition;
-                    let table = table_name(&p.event_type, p.event_subtype.as_deref());
-                    encode(&rows[g], schema, &table, &cfg.encode)
-                        .map_err(|e| format!("encoding {} failed: {e}", group.key))
-                }
-                _ => Err("internal: no schema for a data file; retry".to_string()),
+        match (&schema, rows[g].first()) {
+            (Some(schema), Some(first)) => {
+                let p = &first.event.partition;
+                let table = table_name(&p.event_type, p.event_subtype.as_deref());
+                encode(&rows[g], schema, &table, &cfg.encode)
+                    .map_err(|e| format!("encoding {} failed: {e}", group.key))
             }
-        };
+            _ => Err("internal: no schema for a data file; retry".to_string()),
+        }
+    };
+    let bodies = build_parallel(&jobs, &build);
+    let mut files: Vec<(usize, Bytes, Vec<usize>)> = Vec::with_capacity(jobs.len());
+    for ((g, members), body) in jobs.into_iter().zip(bodies) {
         match body {
             Ok(bytes) => files.push((g, Bytes::from(bytes), members)),
             Err(e) => {
@@ -468,6 +473,46 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         tracing::warn!(record = %records[f.index].origin.describe(), reason = %f.reason, "record not handled; it will be retried");
     }
     out
+}
+
+/// Runs `build` over the jobs on up to `available_parallelism` threads,
+/// returning the results in job order. Small batches stay on this thread.
+fn build_parallel<F>(jobs: &[(usize, Vec<usize>)], build: &F) -> Vec<Result<Vec<u8>, String>>
+where
+    F: Fn(usize, &[usize]) -> Result<Vec<u8>, String> + Sync,
+{
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rows: usize = jobs.iter().map(|(_, m)| m.len()).sum();
+    if threads < 2 || jobs.len() < 2 || rows < 1000 {
+        return jobs.iter().map(|(g, m)| build(*g, m)).collect();
+    }
+    // interleave the jobs over the threads, then put the results back in order
+    let mut out: Vec<Option<Result<Vec<u8>, String>>> = (0..jobs.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    jobs.iter()
+                        .enumerate()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|(j, (g, m))| (j, build(*g, m)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // a panicked thread leaves its jobs at None: reported as failed below
+        for done in handles.into_iter().filter_map(|h| h.join().ok()) {
+            for (j, r) in done {
+                out[j] = Some(r);
+            }
+        }
+    });
+    out.into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| Err("internal: an encoding thread panicked; retry".to_string()))
+        })
+        .collect()
 }
 
 /// Checks whether the files of held claims exist and decides for each held

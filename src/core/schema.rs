@@ -25,6 +25,7 @@
 //! values again adds nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +50,7 @@ pub struct ColumnDef {
 }
 
 /// A version of the lake schema.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct LakeSchema {
     /// Document format.
     pub format: u32,
@@ -59,16 +60,73 @@ pub struct LakeSchema {
     pub columns: Vec<ColumnDef>,
     /// Per table (`type` or `type:subtype`), the names of the columns its files carry.
     pub tables: BTreeMap<String, BTreeSet<String>>,
+    /// Lookups by field, built on first use (a schema is never changed once
+    /// it is looked up: `plan` builds a new one).
+    #[serde(skip)]
+    index: OnceLock<Index>,
 }
+
+/// Field -> base column, (field, kind) -> variant column, as indices into `columns`.
+#[derive(Debug, Default)]
+struct Index {
+    base: HashMap<String, usize>,
+    variant: HashMap<(String, Kind), usize>,
+}
+
+impl LakeSchema {
+    fn with(
+        format: u32,
+        version: u64,
+        columns: Vec<ColumnDef>,
+        tables: BTreeMap<String, BTreeSet<String>>,
+    ) -> LakeSchema {
+        LakeSchema {
+            format,
+            version,
+            columns,
+            tables,
+            index: OnceLock::new(),
+        }
+    }
+
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| {
+            let mut idx = Index::default();
+            for (i, c) in self.columns.iter().enumerate() {
+                if c.variant {
+                    idx.variant.entry((c.field.clone(), c.kind)).or_insert(i);
+                } else {
+                    idx.base.entry(c.field.clone()).or_insert(i);
+                }
+            }
+            idx
+        })
+    }
+}
+
+impl Clone for LakeSchema {
+    fn clone(&self) -> Self {
+        LakeSchema::with(
+            self.format,
+            self.version,
+            self.columns.clone(),
+            self.tables.clone(),
+        )
+    }
+}
+
+impl PartialEq for LakeSchema {
+    fn eq(&self, other: &Self) -> bool {
+        (self.format, self.version, &self.columns, &self.tables)
+            == (other.format, other.version, &other.columns, &other.tables)
+    }
+}
+
+impl Eq for LakeSchema {}
 
 impl Default for LakeSchema {
     fn default() -> Self {
-        LakeSchema {
-            format: SCHEMA_FORMAT,
-            version: 0,
-            columns: Vec::new(),
-            tables: BTreeMap::new(),
-        }
+        LakeSchema::with(SCHEMA_FORMAT, 0, Vec::new(), BTreeMap::new())
     }
 }
 
@@ -174,14 +232,47 @@ pub type BatchStats = BTreeMap<String, BTreeMap<String, FieldStats>>;
 impl LakeSchema {
     /// The base column of a field.
     pub fn base(&self, field: &str) -> Option<&ColumnDef> {
-        self.columns.iter().find(|c| c.field == field && !c.variant)
+        self.index().base.get(field).map(|&i| &self.columns[i])
     }
 
     /// The variant column of a field for a kind.
     pub fn variant(&self, field: &str, kind: Kind) -> Option<&ColumnDef> {
+        self.index()
+            .variant
+            .get(&(field.to_string(), kind))
+            .map(|&i| &self.columns[i])
+    }
+
+    /// `base`, by scanning: for a schema being built (not yet indexed).
+    fn base_scan(&self, field: &str) -> Option<&ColumnDef> {
+        self.columns.iter().find(|c| c.field == field && !c.variant)
+    }
+
+    /// `variant`, by scanning: for a schema being built.
+    fn variant_scan(&self, field: &str, kind: Kind) -> Option<&ColumnDef> {
         self.columns
             .iter()
             .find(|c| c.field == field && c.variant && c.kind == kind)
+    }
+
+    /// Whether this version already holds every value of the batch, and lists
+    /// every column each table's values go to.
+    fn holds(&self, stats: &BatchStats) -> bool {
+        stats.iter().all(|(table, fields)| {
+            let Some(listed) = self.tables.get(table) else {
+                return false;
+            };
+            fields.iter().all(|(field, s)| match self.base(field) {
+                None => s.base_kind().is_none(),
+                Some(base) => {
+                    listed.contains(&base.name)
+                        && s.misfits(base.kind).into_iter().all(|k| {
+                            self.variant(field, k)
+                                .is_some_and(|v| listed.contains(&v.name))
+                        })
+                }
+            })
+        })
     }
 
     /// The column a value of a field goes to, if the schema has it.
@@ -211,6 +302,9 @@ impl LakeSchema {
     /// version holds them all already. Depends on the values' kinds and
     /// counts only, never on their order.
     pub fn plan(&self, stats: &BatchStats) -> Option<LakeSchema> {
+        if self.holds(stats) {
+            return None;
+        }
         // per field, lake-wide: the batch's stats over all its tables
         let mut fields: BTreeMap<&str, FieldStats> = BTreeMap::new();
         for table in stats.values() {
@@ -229,7 +323,7 @@ impl LakeSchema {
             crate::core::encode::PAYLOAD_JSON_COLUMN,
         ];
         for (field, s) in &fields {
-            if next.base(field).is_none()
+            if next.base_scan(field).is_none()
                 && let Some(kind) = s.base_kind()
             {
                 let name = next.free_name((*field).to_string(), &reserved);
@@ -241,11 +335,11 @@ impl LakeSchema {
                     since: next.version,
                 });
             }
-            let Some(base) = next.base(field).map(|b| b.kind) else {
+            let Some(base) = next.base_scan(field).map(|b| b.kind) else {
                 continue;
             };
             for kind in s.misfits(base) {
-                if next.variant(field, kind).is_none() {
+                if next.variant_scan(field, kind).is_none() {
                     let name = next.free_name(format!("{field}__v_{}", kind_name(kind)), &reserved);
                     next.columns.push(ColumnDef {
                         name,
@@ -261,13 +355,13 @@ impl LakeSchema {
         for (table, table_fields) in stats {
             let mut used: BTreeSet<String> = BTreeSet::new();
             for (field, s) in table_fields {
-                let Some(base) = next.base(field) else {
+                let Some(base) = next.base_scan(field) else {
                     continue;
                 };
                 // the base column is listed even when every value went to variants
                 used.insert(base.name.clone());
                 for kind in s.misfits(base.kind) {
-                    if let Some(v) = next.variant(field, kind) {
+                    if let Some(v) = next.variant_scan(field, kind) {
                         used.insert(v.name.clone());
                     }
                 }
@@ -292,15 +386,6 @@ impl LakeSchema {
                 .collect(),
             None => Vec::new(),
         }
-    }
-
-    /// Column name -> index into `columns`.
-    pub fn index(&self) -> HashMap<&str, usize> {
-        self.columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.as_str(), i))
-            .collect()
     }
 }
 
