@@ -603,3 +603,119 @@ fn the_function_names_a_missing_or_invalid_variable() {
         "{out}"
     );
 }
+
+/// Issue 6 against the real S3 server: writers that all start from the empty
+/// schema and each see `amount` first as a different JSON type race to commit
+/// the lake schema with `If-None-Match`. One base type wins, every file of the
+/// lake agrees on every column's type, and every value is in the column the
+/// committed schema routes it to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_with_conflicting_first_types_converge_on_s3() {
+    use std::collections::BTreeMap;
+
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Float64Type, Int64Type};
+    use kinesis_lake::core::encode::Kind;
+    use kinesis_lake::core::registry::{SchemaCache, load_latest};
+    use kinesis_lake::core::schema::LakeSchema;
+    use kinesis_lake::{Origin, PipelineConfig, RawRecord, run_batch};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let lake = Lake::fresh("schema-race").await;
+    let values = ["7", "2.5", r#""12.50""#, "true", r#"{"v":1}"#, "9"];
+    let batches: Vec<Vec<RawRecord>> = values
+        .iter()
+        .enumerate()
+        .map(|(w, v)| {
+            (0..20)
+                .map(|i| RawRecord {
+                    data: format!(
+                        r#"{{"event_uuid":"w{w}-{i}","event_name":"pay:order","created_at":1710633600,"amount":{v}}}"#
+                    )
+                    .into_bytes(),
+                    origin: Origin::Kinesis {
+                        stream: "s".into(),
+                        shard_id: format!("shardId-{w:012}"),
+                        sequence_number: format!("{}", 1000 + i),
+                        arrival_ms: None,
+                    },
+                })
+                .collect()
+        })
+        .collect();
+    let cfgs: Vec<PipelineConfig> = values
+        .iter()
+        .map(|_| PipelineConfig {
+            schema_cache: SchemaCache::holding(LakeSchema::default()),
+            ..lake.cfg.clone()
+        })
+        .collect();
+    let now = chrono::Utc::now();
+    let outcomes = futures::future::join_all(
+        batches
+            .iter()
+            .zip(&cfgs)
+            .map(|(b, cfg)| run_batch(b, &lake.store, &lake.sink, cfg, now)),
+    )
+    .await;
+    for o in &outcomes {
+        assert_eq!(
+            (o.counts.written, o.counts.failed),
+            (20, 0),
+            "{:?}",
+            o.failed.first()
+        );
+    }
+
+    let schema = load_latest(&lake.sink, &lake.prefix).await.expect("schema");
+    assert_eq!(
+        schema
+            .columns
+            .iter()
+            .filter(|c| c.field == "amount" && !c.variant)
+            .count(),
+        1,
+        "one base column"
+    );
+    let mut types: BTreeMap<String, DataType> = BTreeMap::new();
+    let mut found = 0;
+    for key in lake.keys().await.iter().filter(|k| k.ends_with(".parquet")) {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(lake.get(key).await)
+            .expect("footer")
+            .build()
+            .expect("reader");
+        for batch in reader {
+            let batch = batch.expect("batch");
+            for f in batch.schema().fields() {
+                let t = types
+                    .entry(f.name().clone())
+                    .or_insert_with(|| f.data_type().clone());
+                assert_eq!(t, f.data_type(), "{} differs between files", f.name());
+            }
+            for c in schema.columns.iter().filter(|c| c.field == "amount") {
+                let Some(col) = batch.column_by_name(&c.name) else {
+                    continue;
+                };
+                for i in 0..batch.num_rows() {
+                    if col.is_null(i) {
+                        continue;
+                    }
+                    found += 1;
+                    let text = match c.kind {
+                        Kind::Int => col.as_primitive::<Int64Type>().value(i).to_string(),
+                        Kind::Double => col.as_primitive::<Float64Type>().value(i).to_string(),
+                        Kind::Bool => col.as_boolean().value(i).to_string(),
+                        Kind::String => format!("{:?}", col.as_string::<i32>().value(i)),
+                        Kind::Json => col.as_string::<i32>().value(i).to_string(),
+                    };
+                    assert!(values.contains(&text.as_str()), "{} holds {text}", c.name);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        found,
+        values.len() * 20,
+        "every value in exactly one column"
+    );
+}
