@@ -175,7 +175,8 @@ impl Default for EncodeOptions {
     fn default() -> Self {
         EncodeOptions {
             // level 1: on Lambda-shaped batches as small as the default level 3
-            // and 15 % faster (BENCHMARKS.md); 1 is always a valid level
+            // and no slower (5-15 % faster in our runs, BENCHMARKS.md); 1 is
+            // always a valid level
             compression: Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
             max_row_group_rows: 128 * 1024,
             payload_json: false,
