@@ -3,8 +3,6 @@
 //! table over every event (common columns) and, from the schema registry, one
 //! table per event type and subtype with its payload columns. Pure rendering.
 
-use std::fmt::Write as _;
-
 use crate::core::encode::Kind;
 use crate::core::partition::{HIVE_NULL, hive_escape};
 use crate::core::schema::LakeSchema;
@@ -67,16 +65,16 @@ pub fn table_ident(table: &str) -> String {
 /// columns), then one table per event type and subtype with its payload
 /// columns from the schema registry, each with partition projection.
 pub fn render_all(spec: &TableSpec, schema: &LakeSchema) -> String {
-    let mut out = render(spec, &[]);
+    let mut out = render(spec);
     for table in schema.tables.keys() {
         let (event_type, event_subtype) = match table.split_once(':') {
             Some((t, s)) => (t, Some(s)),
             None => (table.as_str(), None),
         };
-        let cols: Vec<(String, &'static str, bool)> = schema
+        let payload: Vec<(String, &'static str)> = schema
             .table_columns(table)
             .iter()
-            .map(|c| (c.name.clone(), athena_type(c.kind), false))
+            .map(|c| (c.name.to_lowercase(), athena_type(c.kind)))
             .collect();
         let folder = format!(
             "{}/event_type={}/event_subtype={}",
@@ -85,149 +83,89 @@ pub fn render_all(spec: &TableSpec, schema: &LakeSchema) -> String {
             event_subtype.map_or(HIVE_NULL.into(), hive_escape)
         );
         out.push_str("\n\n");
-        out.push_str(&render_type_table(
+        out.push_str(&create_table(
             spec,
             &table_ident(table),
+            &payload,
+            &["event_date"],
             &folder,
-            &cols,
+            &[],
         ));
     }
     out
 }
 
-fn render_type_table(
+/// Renders the `events` table: every event, the columns all files have,
+/// partitioned by event type, subtype and date.
+pub fn render(spec: &TableSpec) -> String {
+    let location = spec.location.trim_end_matches('/');
+    create_table(
+        spec,
+        &spec.table,
+        &[],
+        &["event_type", "event_subtype", "event_date"],
+        location,
+        &[
+            ("projection.event_type.type", "injected"),
+            ("projection.event_subtype.type", "injected"),
+        ],
+    )
+}
+
+/// One `CREATE EXTERNAL TABLE` over Parquet at `location`, partitioned by
+/// `partitions` (the last one is `event_date`, projected as a date; the others
+/// need their own projection properties in `extra`).
+fn create_table(
     spec: &TableSpec,
     name: &str,
-    folder: &str,
-    payload: &[(String, &'static str, bool)],
+    payload: &[(String, &'static str)],
+    partitions: &[&str],
+    location: &str,
+    extra: &[(&str, &str)],
 ) -> String {
-    let mut cols: Vec<String> = FIXED_COLUMNS
+    let columns: Vec<String> = FIXED_COLUMNS
         .iter()
-        .map(|(n, t)| format!("  {} {t}", quote_ident(n)))
+        .map(|(n, t)| (n.to_string(), *t))
+        .chain(payload.iter().map(|(n, t)| (n.clone(), *t)))
+        .map(|(n, t)| format!("  {} {t}", quote_ident(&n)))
         .collect();
-    cols.extend(
-        payload
-            .iter()
-            .map(|(n, t, _)| format!("  {} {t}", quote_ident(&n.to_lowercase()))),
-    );
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "CREATE EXTERNAL TABLE IF NOT EXISTS {}.{} (",
-        quote_ident(&spec.database),
-        quote_ident(name)
-    );
-    let _ = writeln!(out, "{}", join_columns(&cols));
-    let _ = writeln!(out, ")");
-    let _ = writeln!(out, "PARTITIONED BY (`event_date` string)");
-    let _ = writeln!(out, "STORED AS PARQUET");
-    let _ = writeln!(out, "LOCATION '{folder}/'");
-    let _ = writeln!(out, "TBLPROPERTIES (");
-    let props = [
-        ("projection.enabled", "true".to_string()),
-        ("projection.event_date.type", "date".to_string()),
-        ("projection.event_date.format", "yyyy-MM-dd".to_string()),
+    let partitioned: Vec<String> = partitions
+        .iter()
+        .map(|p| format!("{} string", quote_ident(p)))
+        .collect();
+    let template: String = partitions
+        .iter()
+        .map(|p| format!("/{p}=${{{p}}}"))
+        .collect();
+    let mut props: Vec<(&str, String)> = vec![("projection.enabled", "true".into())];
+    props.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    props.extend([
+        ("projection.event_date.type", "date".into()),
+        ("projection.event_date.format", "yyyy-MM-dd".into()),
         (
             "projection.event_date.range",
             format!("{},NOW", spec.date_range_start),
         ),
-        ("projection.event_date.interval", "1".to_string()),
-        ("projection.event_date.interval.unit", "DAYS".to_string()),
-        (
-            "storage.location.template",
-            format!("{folder}/event_date=${{event_date}}"),
-        ),
-    ];
-    let lines: Vec<String> = props
+        ("projection.event_date.interval", "1".into()),
+        ("projection.event_date.interval.unit", "DAYS".into()),
+        ("storage.location.template", format!("{location}{template}")),
+    ]);
+    let props: Vec<String> = props
         .iter()
         .map(|(k, v)| format!("  '{k}'='{}'", v.replace('\'', "''")))
         .collect();
-    let _ = writeln!(out, "{}", lines.join(",\n"));
-    let _ = write!(out, ");");
-    out
+    format!(
+        "CREATE EXTERNAL TABLE IF NOT EXISTS {}.{} (\n{}\n)\nPARTITIONED BY ({})\nSTORED AS PARQUET\nLOCATION '{location}/'\nTBLPROPERTIES (\n{}\n);",
+        quote_ident(&spec.database),
+        quote_ident(name),
+        columns.join(",\n"),
+        partitioned.join(", "),
+        props.join(",\n"),
+    )
 }
 
 fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
-}
-
-/// Renders the `CREATE EXTERNAL TABLE` statement.
-pub fn render(spec: &TableSpec, payload: &[(String, &'static str, bool)]) -> String {
-    let location = spec.location.trim_end_matches('/');
-    let mut cols: Vec<String> = FIXED_COLUMNS
-        .iter()
-        .map(|(n, t)| format!("  {} {t}", quote_ident(n)))
-        .collect();
-    for (name, ty, conflict) in payload {
-        let note = if *conflict {
-            " -- files disagree on this column's type"
-        } else {
-            ""
-        };
-        cols.push(format!(
-            "  {} {ty}{note}",
-            quote_ident(&name.to_lowercase())
-        ));
-    }
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "CREATE EXTERNAL TABLE IF NOT EXISTS {}.{} (",
-        quote_ident(&spec.database),
-        quote_ident(&spec.table)
-    );
-    // a trailing comment must not swallow the comma: put commas first
-    let _ = writeln!(out, "{}", join_columns(&cols));
-    let _ = writeln!(out, ")");
-    let _ = writeln!(
-        out,
-        "PARTITIONED BY (`event_type` string, `event_subtype` string, `event_date` string)"
-    );
-    let _ = writeln!(out, "STORED AS PARQUET");
-    let _ = writeln!(out, "LOCATION '{location}/'");
-    let _ = writeln!(out, "TBLPROPERTIES (");
-    let props = [
-        ("projection.enabled", "true".to_string()),
-        ("projection.event_type.type", "injected".to_string()),
-        ("projection.event_subtype.type", "injected".to_string()),
-        ("projection.event_date.type", "date".to_string()),
-        ("projection.event_date.format", "yyyy-MM-dd".to_string()),
-        (
-            "projection.event_date.range",
-            format!("{},NOW", spec.date_range_start),
-        ),
-        ("projection.event_date.interval", "1".to_string()),
-        ("projection.event_date.interval.unit", "DAYS".to_string()),
-        (
-            "storage.location.template",
-            format!(
-                "{location}/event_type=${{event_type}}/event_subtype=${{event_subtype}}/event_date=${{event_date}}"
-            ),
-        ),
-    ];
-    let lines: Vec<String> = props
-        .iter()
-        .map(|(k, v)| format!("  '{k}'='{}'", v.replace('\'', "''")))
-        .collect();
-    let _ = writeln!(out, "{}", lines.join(",\n"));
-    let _ = write!(out, ");");
-    out
-}
-
-fn join_columns(cols: &[String]) -> String {
-    let mut out = String::new();
-    for (i, c) in cols.iter().enumerate() {
-        let (def, comment) = match c.split_once(" --") {
-            Some((d, rest)) => (d.to_string(), format!(" --{rest}")),
-            None => (c.clone(), String::new()),
-        };
-        let comma = if i + 1 < cols.len() { "," } else { "" };
-        let _ = write!(out, "{def}{comma}{comment}");
-        if i + 1 < cols.len() {
-            out.push('\n');
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -245,7 +183,7 @@ mod tests {
 
     #[test]
     fn projection_covers_all_three_partitions() {
-        let ddl = render(&spec(), &[]);
+        let ddl = render(&spec());
         assert!(ddl.contains("'projection.enabled'='true'"));
         assert!(ddl.contains("'projection.event_date.range'='2024-01-01,NOW'"));
         assert!(ddl.contains(

@@ -219,10 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let t = parts.next().unwrap_or_default();
                 kinesis_lake::core::schema::table_name(t, parts.next().filter(|s| !s.is_empty()))
             });
-            print!(
-                "{}",
-                kinesis_lake::core::schema::describe(&history, table.as_deref())
-            );
+            print_out(kinesis_lake::core::schema::describe(&history, table.as_deref()).trim_end());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -271,9 +268,9 @@ fn ddl(
     match &from {
         Some(lake) => {
             let schema = read_schema_history(lake)?.pop().unwrap_or_default();
-            println!("{}", kinesis_lake::ddl::render_all(&spec, &schema));
+            print_out(&kinesis_lake::ddl::render_all(&spec, &schema));
         }
-        None => println!("{}", kinesis_lake::ddl::render(&spec, &[])),
+        None => print_out(&kinesis_lake::ddl::render(&spec)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -363,6 +360,12 @@ async fn ingest_s3(
         ..PipelineConfig::default()
     };
     Ok(ingest(inputs, &store, &sink, &cfg, limits, progress).await?)
+}
+
+/// Prints a text and a newline to stdout; a closed pipe (`| head`) is not an error.
+fn print_out(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 fn print_summary(s: &Summary, lake: &str) {
