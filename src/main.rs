@@ -13,7 +13,7 @@ use kinesis_lake::PipelineConfig;
 use kinesis_lake::aws::config::{
     self as lake_config, Clients, DEFAULT_IO_CONCURRENCY, DEFAULT_TTL_HOURS,
 };
-use kinesis_lake::aws::{AwsLake, ClientSettings, DynamoStore, S3Sink};
+use kinesis_lake::aws::{AwsLake, ClientSettings, S3Sink};
 use kinesis_lake::ingest::{BatchLimits, Progress, Summary, ingest, total_bytes};
 use kinesis_lake::local::input::expand;
 use kinesis_lake::local::{FsSink, RedbStore, redb_store};
@@ -332,14 +332,7 @@ async fn ingest_s3(
     encode: kinesis_lake::core::encode::EncodeOptions,
     progress: Progress<'_>,
 ) -> anyhow::Result<Summary> {
-    let clients = Clients::load(&ClientSettings::default()).await?;
-    let store = DynamoStore::new(
-        clients.dynamodb,
-        &lake.table,
-        lake.ttl_secs(),
-        lake.io_concurrency,
-    );
-    let sink = S3Sink::new(clients.s3, &lake.bucket);
+    let (store, sink) = lake.connect(&ClientSettings::default()).await?;
     let (table_ok, lake_ok) = tokio::join!(store.check(), sink.check(&lake.prefix));
     table_ok.with_context(|| {
         format!(

@@ -85,6 +85,22 @@ impl AwsLake {
             format!("s3://{}/{}", self.bucket, self.prefix)
         }
     }
+
+    /// The lake's dedup store and object sink, with clients built from
+    /// `settings` (no request is sent yet).
+    pub async fn connect(
+        &self,
+        settings: &ClientSettings,
+    ) -> Result<(crate::aws::DynamoStore, crate::aws::S3Sink), ConfigError> {
+        let clients = Clients::load(settings).await?;
+        let store = crate::aws::DynamoStore::new(
+            clients.dynamodb,
+            &self.table,
+            self.ttl_secs(),
+            self.io_concurrency,
+        );
+        Ok((store, crate::aws::S3Sink::new(clients.s3, &self.bucket)))
+    }
 }
 
 /// Where the Lambda function writes.

@@ -19,10 +19,9 @@ use kinesis_lake::kinesis::KinesisEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 use kinesis_lake::PipelineConfig;
-use kinesis_lake::aws::config::Clients;
 use kinesis_lake::aws::deadline::lambda_deadline;
 use kinesis_lake::aws::handler::invoke;
-use kinesis_lake::aws::{ClientSettings, DynamoStore, LambdaMode, S3Sink};
+use kinesis_lake::aws::{ClientSettings, LambdaMode};
 use kinesis_lake::core::dedup::DedupStore;
 use kinesis_lake::core::encode::EncodeOptions;
 use kinesis_lake::core::sink::ObjectSink;
@@ -61,14 +60,7 @@ async fn run() -> anyhow::Result<()> {
             lake,
             create_resources,
         } => {
-            let clients = Clients::load(&ClientSettings::default()).await?;
-            let store = DynamoStore::new(
-                clients.dynamodb,
-                &lake.table,
-                lake.ttl_secs(),
-                lake.io_concurrency,
-            );
-            let sink = S3Sink::new(clients.s3, &lake.bucket);
+            let (store, sink) = lake.connect(&ClientSettings::default()).await?;
             if create_resources {
                 sink.ensure_bucket().await?;
                 store.ensure_table().await?;
