@@ -18,9 +18,11 @@
 //! - `once FILE`: reads one Kinesis event document, runs it through the
 //!   pipeline once (MemStore + MemSink) and prints the peak RSS (`VmHWM`):
 //!   the memory a Lambda invocation of that batch needs.
-//! - `ingest --lake DIR INPUT...`: what `kinesis-lake ingest` does, but with
-//!   the dedup claims in memory (`MemStore`) and the files in a folder
-//!   (`FsSink`): separates CPU cost from the embedded store's cost.
+//! - `ingest --lake DIR [--store mem|redb] [--sink fs|mem] INPUT...`: what
+//!   `kinesis-lake ingest` does (same runtime, same batch limits), by default
+//!   with the dedup claims in memory (`MemStore`) and the files in a folder
+//!   (`FsSink`): separates CPU cost from the embedded store's cost; with
+//!   `--sink mem` no file is written either.
 //! - `loop FILE [--iters N]`: `run_batch` over and over, for a profiler.
 //!
 //! Every mode ends with one line `RESULT {json}` for scripts.
@@ -50,7 +52,7 @@ use kinesis_lake::core::partition::PartitionKey;
 use kinesis_lake::core::schema::{BatchStats, LakeSchema, table_name};
 use kinesis_lake::ingest::{BatchLimits, ingest};
 use kinesis_lake::kinesis::raw_records;
-use kinesis_lake::local::FsSink;
+use kinesis_lake::local::{FsSink, RedbStore, redb_store};
 use kinesis_lake::memory::{MemSink, MemStore};
 use kinesis_lake::{PipelineConfig, RawRecord, run_batch};
 
@@ -71,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         "loop" => run_loop(rest),
         "-h" | "--help" | "help" => {
             println!(
-                "usage: pipeline [batch [FILE] [--iters N] | once FILE | ingest --lake DIR INPUT... | loop FILE [--iters N]]"
+                "usage: pipeline [batch [FILE...] [--iters N] | once FILE | ingest --lake DIR [--store mem|redb] [--sink fs|mem] INPUT... | loop FILE [--iters N]]"
             );
             Ok(())
         }
@@ -314,6 +316,20 @@ fn writer_settings() -> Vec<(&'static str, Writer)> {
         (
             "  the same uncompressed",
             Writer::current(Compression::UNCOMPRESSED),
+        ),
+        (
+            "  the same, string columns under 4 KB in a file plain",
+            Writer {
+                min_compressed_bytes: 4096,
+                ..Writer::current(zstd3)
+            },
+        ),
+        (
+            "  the same, string columns under 16 KB in a file plain",
+            Writer {
+                min_compressed_bytes: 16384,
+                ..Writer::current(zstd3)
+            },
         ),
         (
             "  the same with dictionaries on every column",
@@ -676,6 +692,9 @@ struct Writer {
     numbers: Compression,
     dictionary: Dictionary,
     stats: EnabledStatistics,
+    /// String columns with fewer value bytes than this in the file are not
+    /// compressed (0: every string column is).
+    min_compressed_bytes: usize,
 }
 
 impl Writer {
@@ -687,6 +706,7 @@ impl Writer {
             numbers: Compression::UNCOMPRESSED,
             dictionary: Dictionary::EventNameOnly,
             stats: EnabledStatistics::Chunk,
+            min_compressed_bytes: 0,
         }
     }
 
@@ -697,18 +717,23 @@ impl Writer {
             numbers: codec,
             dictionary: Dictionary::All,
             stats: EnabledStatistics::Page,
+            min_compressed_bytes: 0,
         }
     }
 
-    fn props(&self, schema: &arrow::datatypes::Schema) -> WriterProperties {
+    fn props(&self, batch: &arrow::array::RecordBatch) -> WriterProperties {
+        use arrow::array::AsArray as _;
         let mut b = WriterProperties::builder()
             .set_compression(self.strings)
             .set_statistics_enabled(self.stats)
             .set_dictionary_enabled(matches!(self.dictionary, Dictionary::All));
-        for f in schema.fields() {
+        let schema = batch.schema();
+        for (f, col) in schema.fields().iter().zip(batch.columns()) {
             let path = ColumnPath::from(f.name().as_str());
             if !matches!(f.data_type(), arrow::datatypes::DataType::Utf8) {
                 b = b.set_column_compression(path.clone(), self.numbers);
+            } else if col.as_string::<i32>().values().len() < self.min_compressed_bytes {
+                b = b.set_column_compression(path.clone(), Compression::UNCOMPRESSED);
             }
             if matches!(self.dictionary, Dictionary::EventNameOnly) {
                 b = b.set_column_dictionary_enabled(path, f.name() == "event_name");
@@ -724,7 +749,7 @@ fn write_all(batches: &[arrow::array::RecordBatch], w: &Writer) -> usize {
         .iter()
         .map(|b| {
             let mut out = Vec::with_capacity(64 * 1024);
-            let props = w.props(&b.schema());
+            let props = w.props(b);
             let Ok(mut w) = ArrowWriter::try_new(&mut out, b.schema(), Some(props)) else {
                 return 0;
             };
@@ -778,39 +803,79 @@ fn once(args: &[String]) -> anyhow::Result<()> {
 }
 
 fn ingest_mem(args: &[String]) -> anyhow::Result<()> {
+    const USAGE: &str =
+        "usage: pipeline ingest --lake DIR [--store mem|redb] [--sink fs|mem] INPUT...";
     let mut lake = None;
+    let (mut store_kind, mut sink_kind) = ("mem".to_string(), "fs".to_string());
     let mut inputs = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        if a == "--lake" {
-            lake = Some(PathBuf::from(it.next().context("--lake needs a folder")?));
-        } else {
-            inputs.push(PathBuf::from(a));
+        match a.as_str() {
+            "--lake" => lake = Some(PathBuf::from(it.next().context("--lake needs a folder")?)),
+            "--store" => store_kind = it.next().context("--store needs mem or redb")?.clone(),
+            "--sink" => sink_kind = it.next().context("--sink needs fs or mem")?.clone(),
+            _ => inputs.push(PathBuf::from(a)),
         }
     }
-    let lake = lake.context("usage: pipeline ingest --lake DIR INPUT...")?;
+    let lake = lake.context(USAGE)?;
     if inputs.is_empty() {
-        bail!("usage: pipeline ingest --lake DIR INPUT...");
+        bail!(USAGE);
     }
-    // the CLI's runtime and batch limits; only the store differs
+    // the CLI's runtime and batch limits; only the store and sink may differ
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let store = MemStore::default();
-    let sink = FsSink::new(&lake);
-    let progress = |_: u64| {};
-    let summary = rt.block_on(ingest(
-        &inputs,
-        &store,
-        &sink,
-        &PipelineConfig::default(),
-        &BatchLimits::default(),
-        &progress,
-    ))?;
+    let run = |rt: &tokio::runtime::Runtime| -> anyhow::Result<kinesis_lake::ingest::Summary> {
+        let progress = |_: u64| {};
+        let (cfg, limits) = (PipelineConfig::default(), BatchLimits::default());
+        let summary = match (store_kind.as_str(), sink_kind.as_str()) {
+            ("mem", "fs") => rt.block_on(ingest(
+                &inputs,
+                &MemStore::default(),
+                &FsSink::new(&lake),
+                &cfg,
+                &limits,
+                &progress,
+            )),
+            ("mem", "mem") => rt.block_on(ingest(
+                &inputs,
+                &MemStore::default(),
+                &MemSink::default(),
+                &cfg,
+                &limits,
+                &progress,
+            )),
+            ("redb", "fs") => {
+                let store = RedbStore::open(&redb_store::default_path(&lake))?;
+                rt.block_on(ingest(
+                    &inputs,
+                    &store,
+                    &FsSink::new(&lake),
+                    &cfg,
+                    &limits,
+                    &progress,
+                ))
+            }
+            ("redb", "mem") => {
+                let store = RedbStore::open(&redb_store::default_path(&lake))?;
+                rt.block_on(ingest(
+                    &inputs,
+                    &store,
+                    &MemSink::default(),
+                    &cfg,
+                    &limits,
+                    &progress,
+                ))
+            }
+            _ => bail!(USAGE),
+        }?;
+        Ok(summary)
+    };
+    let summary = run(&rt)?;
     let c = &summary.counts;
     println!(
-        "records {} written {} duplicates {} rejected {} failed {} files {}; {:.2} s, {:.0} records/s",
+        "store {store_kind}, sink {sink_kind}: records {} written {} duplicates {} rejected {} failed {} files {}; {:.2} s, {:.0} records/s",
         c.records,
         c.written,
         c.duplicates,
@@ -822,6 +887,8 @@ fn ingest_mem(args: &[String]) -> anyhow::Result<()> {
     );
     let result = serde_json::json!({
         "mode": "ingest",
+        "store": store_kind,
+        "sink": sink_kind,
         "summary": summary,
         "peak_rss_kib": peak_rss_kib(),
     });

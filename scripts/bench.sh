@@ -166,7 +166,8 @@ log "Lambda cold start (process start -> first GET /runtime/invocation/next), $S
 for b in "$LAMBDA" "$OURS"; do
     strip --strip-all -o "$TMP/stripped" "$b" 2>/dev/null || cp "$b" "$TMP/stripped"
     awk -v n="$(basename "$b")" -v a="$(stat -c %s "$b")" -v s="$(stat -c %s "$TMP/stripped")" \
-        'BEGIN { printf "  %-22s %6.1f MB as built (strip = \"symbols\"), %6.1f MB with strip --strip-all\n", n, a / 1e6, s / 1e6 }' 
+        -v z="$(gzip -9 -c "$b" | wc -c)" \
+        'BEGIN { printf "  %-22s %6.1f MB as built (strip = \"symbols\"), %6.1f MB with strip --strip-all, %5.1f MB gzip -9 (~ the deployment zip)\n", n, a / 1e6, s / 1e6, z / 1e6 }' 
 done
 
 log "done; logs and JSON results in $OUT (*-$STAMP.*)"
