@@ -203,7 +203,7 @@ impl<'e, 'a> Row<'e, 'a> {
         let cells = event
             .payload
             .iter()
-            .map(|(name, raw)| (name.as_str(), classify(raw)))
+            .map(|(name, raw)| (name.as_ref(), classify(raw)))
             .collect();
         Row { event, cells }
     }

@@ -2,6 +2,8 @@
 //! derived fields (`created_datetime`, `event_type`, `event_subtype`) and its
 //! partition, or a [`Reject`] that says which field was wrong and how.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
@@ -42,21 +44,171 @@ pub struct Event<'a> {
     /// Where the event goes: event type, subtype and UTC date.
     pub partition: PartitionKey,
     /// The other top-level fields, in the order sent, as raw JSON.
-    pub payload: Vec<(String, &'a RawValue)>,
+    pub payload: Vec<(Cow<'a, str>, &'a RawValue)>,
     /// The whole event's JSON as received (after gunzip).
     pub json: &'a [u8],
 }
 
-/// Parses, validates and enriches one event.
+/// An object key, borrowed from the input when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Top-level fields in the order sent; a repeated key keeps its first
+/// position and takes the last value (as an IndexMap does).
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Fields<'de>, A::Error> {
+                let mut out: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(24);
+                let mut index: Option<std::collections::HashMap<Cow<'de, str>, usize>> = None;
+                let mut seen = 0u64;
+                while let Some(Key(k)) = m.next_key::<Key<'de>>()? {
+                    let v: &'de RawValue = m.next_value()?;
+                    // linear search while small; a hash index beyond (no quadratic blow-up)
+                    if out.len() == 32 && index.is_none() {
+                        index = Some(
+                            out.iter()
+                                .enumerate()
+                                .map(|(i, (k, _))| (k.clone(), i))
+                                .collect(),
+                        );
+                    }
+                    // a 64-bit filter on (length, last byte): a key not seen before
+                    // almost never needs the linear search
+                    let b = k.as_bytes();
+                    let bit = 1u64
+                        << ((b.len() as u64 * 31 + u64::from(b.last().copied().unwrap_or(0))) & 63);
+                    let maybe = seen & bit != 0;
+                    seen |= bit;
+                    let found = match &index {
+                        Some(ix) => ix.get(&k).copied(),
+                        None if maybe => out.iter().position(|(x, _)| *x == k),
+                        None => None,
+                    };
+                    match found {
+                        Some(i) => out[i].1 = v,
+                        None => {
+                            if let Some(ix) = &mut index {
+                                ix.insert(k.clone(), out.len());
+                            }
+                            out.push((k, v));
+                        }
+                    }
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn string_of(raw: &RawValue, name: &'static str) -> Result<String, Reject> {
+    let t = raw.get();
+    if t == "null" {
+        return Err(Reject::Missing(name));
+    }
+    if !t.starts_with('"') {
+        return Err(Reject::WrongType {
+            field: name,
+            expected: "a string",
+            found: format!("{} ({})", json_kind(t), clip(t)),
+        });
+    }
+    let inner = &t[1..t.len() - 1];
+    if !inner.contains('\\') {
+        return Ok(inner.to_string());
+    }
+    serde_json::from_str::<String>(t).map_err(|e| Reject::InvalidJson(e.to_string()))
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for whole seconds (years 0001..9999), else chrono.
+fn rfc3339(t: DateTime<Utc>) -> String {
+    use chrono::{Datelike as _, Timelike as _};
+    let y = t.year();
+    if t.nanosecond() != 0 || !(1..=9999).contains(&y) {
+        return t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    }
+    let mut b = *b"0000-00-00T00:00:00Z";
+    let put = |b: &mut [u8; 20], at: usize, v: u32, n: usize| {
+        let mut v = v;
+        for i in (0..n).rev() {
+            b[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(&mut b, 0, y as u32, 4);
+    put(&mut b, 5, t.month(), 2);
+    put(&mut b, 8, t.day(), 2);
+    put(&mut b, 11, t.hour(), 2);
+    put(&mut b, 14, t.minute(), 2);
+    put(&mut b, 17, t.second(), 2);
+    // ASCII digits and punctuation only
+    String::from_utf8(b.to_vec()).unwrap_or_default()
+}
+
+/// Parses, validates and enriches one event: one pass of the parser over the
+/// bytes, keys borrowed unless escaped, no map or hashing for the usual
+/// 10-30 top-level fields.
 pub fn enrich(json: &[u8]) -> Result<Event<'_>, Reject> {
-    let mut fields = parse_object(json)?;
-    let event_uuid = take_string(&mut fields, "event_uuid")?;
+    let fields = match serde_json::from_slice::<Fields<'_>>(json) {
+        Ok(f) => f.0,
+        Err(e) => {
+            return match serde_json::from_slice::<&RawValue>(json) {
+                Ok(raw) => Err(Reject::NotAnObject(json_kind(raw.get()))),
+                Err(_) => Err(Reject::InvalidJson(e.to_string())),
+            };
+        }
+    };
+    let (mut uuid, mut name, mut created) = (None, None, None);
+    let mut derived_seen = false;
+    for (k, v) in &fields {
+        match k.as_ref() {
+            "event_uuid" => uuid = Some(*v),
+            "event_name" => name = Some(*v),
+            "created_at" => created = Some(*v),
+            "created_datetime" | "event_type" | "event_subtype" | "event_date" => {
+                derived_seen = true
+            }
+            _ => {}
+        }
+    }
+    let event_uuid = string_of(uuid.ok_or(Reject::Missing("event_uuid"))?, "event_uuid")?;
     if event_uuid.is_empty() {
         return Err(Reject::EmptyUuid);
     }
-    let event_name = take_string(&mut fields, "event_name")?;
-    let created_raw = fields
-        .shift_remove("created_at")
+    let event_name = string_of(name.ok_or(Reject::Missing("event_name"))?, "event_name")?;
+    let created_raw = created
         .filter(|v| v.get() != "null")
         .ok_or(Reject::Missing("created_at"))?;
     let when = parse_created_at(created_raw.get())?;
@@ -71,14 +223,25 @@ pub fn enrich(json: &[u8]) -> Result<Event<'_>, Reject> {
     if let Some(s) = &event_subtype {
         check_part_len("event subtype", s)?;
     }
-
     let partition = PartitionKey {
         event_type,
         event_subtype,
         event_date: when.time.date_naive(),
     };
-    let created_datetime = when.time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
-    let payload = rename_derived(fields, &partition, &created_datetime);
+    let created_datetime = rfc3339(when.time);
+    let payload: Vec<(Cow<'_, str>, &RawValue)> = if derived_seen {
+        let rest: IndexMap<String, &RawValue> = fields
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_ref(), "event_uuid" | "event_name" | "created_at"))
+            .map(|(k, v)| (k.into_owned(), v))
+            .collect();
+        rename_derived(rest, &partition, &created_datetime)
+    } else {
+        fields
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_ref(), "event_uuid" | "event_name" | "created_at"))
+            .collect()
+    };
     Ok(Event {
         event_uuid,
         event_name,
@@ -88,19 +251,6 @@ pub fn enrich(json: &[u8]) -> Result<Event<'_>, Reject> {
         payload,
         json,
     })
-}
-
-fn parse_object(json: &[u8]) -> Result<IndexMap<String, &RawValue>, Reject> {
-    match serde_json::from_slice::<IndexMap<String, &RawValue>>(json) {
-        Ok(map) => Ok(map),
-        Err(e) => {
-            // Say what the top-level value was when it is JSON but not an object.
-            match serde_json::from_slice::<&RawValue>(json) {
-                Ok(raw) => Err(Reject::NotAnObject(json_kind(raw.get()))),
-                Err(_) => Err(Reject::InvalidJson(e.to_string())),
-            }
-        }
-    }
 }
 
 /// The JSON kind of a raw value, for messages.
@@ -113,24 +263,6 @@ pub fn json_kind(raw: &str) -> &'static str {
         Some(b'n') => "null",
         _ => "a number",
     }
-}
-
-fn take_string(
-    fields: &mut IndexMap<String, &RawValue>,
-    name: &'static str,
-) -> Result<String, Reject> {
-    let raw = fields
-        .shift_remove(name)
-        .filter(|v| v.get() != "null")
-        .ok_or(Reject::Missing(name))?;
-    if !raw.get().starts_with('"') {
-        return Err(Reject::WrongType {
-            field: name,
-            expected: "a string",
-            found: format!("{} ({})", json_kind(raw.get()), clip(raw.get())),
-        });
-    }
-    serde_json::from_str::<String>(raw.get()).map_err(|e| Reject::InvalidJson(e.to_string()))
 }
 
 fn check_part_len(part: &'static str, value: &str) -> Result<(), Reject> {
@@ -162,7 +294,7 @@ fn rename_derived<'a>(
     fields: IndexMap<String, &'a RawValue>,
     partition: &PartitionKey,
     created_datetime: &str,
-) -> Vec<(String, &'a RawValue)> {
+) -> Vec<(Cow<'a, str>, &'a RawValue)> {
     let date = crate::core::partition::format_date(partition.event_date);
     fields
         .into_iter()
@@ -175,13 +307,13 @@ fn rename_derived<'a>(
                 _ => None,
             };
             match derived {
-                None => Some((name, raw)),
+                None => Some((Cow::Owned(name), raw)),
                 Some(value) => {
                     let same = match value {
                         None => raw.get() == "null",
                         Some(v) => serde_json::from_str::<String>(raw.get()).is_ok_and(|s| s == v),
                     };
-                    (!same).then(|| (format!("{name}__payload"), raw))
+                    (!same).then(|| (Cow::Owned(format!("{name}__payload")), raw))
                 }
             }
         })
@@ -333,7 +465,7 @@ mod tests {
             r#"{"event_uuid":"u","event_name":"a:b","created_at":0,"event_type":"evil","event_subtype":"b","event_date":"x"}"#,
         );
         assert_eq!(e.partition.event_type, "a");
-        let names: Vec<_> = e.payload.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<_> = e.payload.iter().map(|(n, _)| n.as_ref()).collect();
         // equal to the derived value: dropped; different: kept under another name
         assert_eq!(names, ["event_type__payload", "event_date__payload"]);
     }
