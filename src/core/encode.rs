@@ -8,33 +8,21 @@
 //! against in its key-value metadata (`kinesis_lake.schema_version`).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 
-use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-};
-use arrow::datatypes::{DataType, Field, Schema};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
 use serde_json::value::RawValue;
 
 use crate::core::enrich::Event;
+use crate::core::parquet_file::{Codec, Column, ColumnType, CompressError, FileWriter};
 use crate::core::schema::{FieldStats, LakeSchema, fits};
 
 /// Failure to build or encode a file. It is a bug or resource limit, never bad
 /// input: every input value has a column it fits.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
-    /// Arrow refused the columns.
-    #[error("building the Arrow batch failed: {0}")]
-    Arrow(#[from] arrow::error::ArrowError),
-    /// The Parquet writer failed.
-    #[error("writing Parquet failed: {0}")]
-    Parquet(#[from] parquet::errors::ParquetError),
+    /// A page could not be compressed.
+    #[error(transparent)]
+    Compress(#[from] CompressError),
     /// The schema has no column for a value (the schema was not planned for
     /// this batch: a bug, reported rather than dropping the value).
     #[error("schema version {version} has no column for field `{field}` ({kind:?} value)")]
@@ -77,16 +65,6 @@ impl Kind {
             Kind::Double => "double",
             Kind::String => "string",
             Kind::Json => "json",
-        }
-    }
-
-    /// The Arrow type of a column of this kind.
-    pub fn data_type(self) -> DataType {
-        match self {
-            Kind::Bool => DataType::Boolean,
-            Kind::Int => DataType::Int64,
-            Kind::Double => DataType::Float64,
-            Kind::String | Kind::Json => DataType::Utf8,
         }
     }
 }
@@ -162,8 +140,9 @@ pub fn classify(raw: &RawValue) -> Cell<'_> {
 /// Options of the Parquet writer.
 #[derive(Debug, Clone)]
 pub struct EncodeOptions {
-    /// Compression codec and level.
-    pub compression: Compression,
+    /// Compression of the data pages (a column whose first page does not get
+    /// smaller is stored uncompressed).
+    pub compression: Codec,
     /// Rows per row group.
     pub max_row_group_rows: usize,
     /// Also keep each event's JSON exactly as received in a `payload_json`
@@ -174,10 +153,9 @@ pub struct EncodeOptions {
 impl Default for EncodeOptions {
     fn default() -> Self {
         EncodeOptions {
-            // level 1: on Lambda-shaped batches as small as the default level 3
-            // and no slower (5-15 % faster in our runs, BENCHMARKS.md); 1 is
-            // always a valid level
-            compression: Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
+            // level 1: on Lambda-shaped batches as small as level 3 and
+            // no slower (BENCHMARKS.md)
+            compression: Codec::Zstd(1),
             max_row_group_rows: 128 * 1024,
             payload_json: false,
         }
@@ -209,7 +187,7 @@ impl<'e, 'a> Row<'e, 'a> {
     }
 
     /// Adds this row's values to a table's field statistics.
-    pub fn add_stats(&self, stats: &mut std::collections::BTreeMap<String, FieldStats>) {
+    pub fn add_stats(&self, stats: &mut BTreeMap<String, FieldStats>) {
         for (field, cell) in &self.cells {
             match stats.get_mut(*field) {
                 Some(s) => s.add(cell),
@@ -219,58 +197,34 @@ impl<'e, 'a> Row<'e, 'a> {
     }
 }
 
-enum Builder {
-    Bool(BooleanBuilder),
-    Int(Int64Builder),
-    Double(Float64Builder),
-    Str(StringBuilder),
-}
-
-impl Builder {
-    fn new(kind: Kind, cap: usize) -> Builder {
-        match kind {
-            Kind::Bool => Builder::Bool(BooleanBuilder::with_capacity(cap)),
-            Kind::Int => Builder::Int(Int64Builder::with_capacity(cap)),
-            Kind::Double => Builder::Double(Float64Builder::with_capacity(cap)),
-            Kind::String | Kind::Json => Builder::Str(StringBuilder::with_capacity(cap, cap * 16)),
-        }
-    }
-
-    fn append_nulls(&mut self, n: usize) {
-        match self {
-            Builder::Bool(b) => b.append_nulls(n),
-            Builder::Int(b) => b.append_nulls(n),
-            Builder::Double(b) => b.append_nulls(n),
-            Builder::Str(b) => b.append_nulls(n),
-        }
-    }
-
-    /// Appends a cell the schema routed to this builder's column.
-    fn append(&mut self, cell: &Cell<'_>) {
-        match (self, cell) {
-            (Builder::Bool(b), Cell::Bool(v)) => b.append_value(*v),
-            (Builder::Int(b), Cell::Int(v)) => b.append_value(*v),
-            (Builder::Double(b), Cell::Double(v)) => b.append_value(*v),
-            // routing only sends integers a double holds exactly here
-            (Builder::Double(b), Cell::Int(v)) => b.append_value(*v as f64),
-            (Builder::Str(b), Cell::String(v)) => b.append_value(v),
-            (Builder::Str(b), Cell::Json(v)) => b.append_value(v),
-            (b, _) => b.append_nulls(1),
-        }
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Builder::Bool(b) => Arc::new(b.finish()),
-            Builder::Int(b) => Arc::new(b.finish()),
-            Builder::Double(b) => Arc::new(b.finish()),
-            Builder::Str(b) => Arc::new(b.finish()),
-        }
+/// The Parquet type of a column of this kind.
+fn column_type(kind: Kind) -> ColumnType {
+    match kind {
+        Kind::Bool => ColumnType::Bool,
+        Kind::Int => ColumnType::Int64,
+        Kind::Double => ColumnType::Double,
+        Kind::String | Kind::Json => ColumnType::String,
     }
 }
 
-struct Column {
-    builder: Builder,
+/// Appends a cell the schema routed to this column.
+fn push_cell(col: &mut Column, cell: &Cell<'_>) {
+    match (col.column_type(), cell) {
+        (ColumnType::Bool, Cell::Bool(v)) => col.push_bool(*v),
+        (ColumnType::Int64, Cell::Int(v)) => col.push_i64(*v),
+        (ColumnType::Double, Cell::Double(v)) => col.push_f64(*v),
+        // routing only sends integers a double holds exactly here
+        (ColumnType::Double, Cell::Int(v)) => col.push_f64(*v as f64),
+        (ColumnType::String, Cell::String(v)) => col.push_str(v),
+        (ColumnType::String, Cell::Json(v)) => col.push_str(v),
+        _ => col.push_nulls(1),
+    }
+}
+
+/// A payload column being filled: nulls are added lazily, when the next value
+/// (or the end) comes.
+struct Slot {
+    col: Column,
     filled: usize,
 }
 
@@ -282,18 +236,6 @@ pub fn encode(
     table: &str,
     opts: &EncodeOptions,
 ) -> Result<Vec<u8>, EncodeError> {
-    let n = rows.len();
-    let mut uuid = StringBuilder::with_capacity(n, n * 36);
-    let mut name = StringBuilder::with_capacity(n, n * 24);
-    let mut created_at = Float64Builder::with_capacity(n);
-    let mut created_dt = StringBuilder::with_capacity(n, n * 24);
-    for r in rows {
-        uuid.append_value(&r.event.event_uuid);
-        name.append_value(&r.event.event_name);
-        created_at.append_value(r.event.created_at);
-        created_dt.append_value(&r.event.created_datetime);
-    }
-
     let defs = schema.table_columns(table);
     // this table's routes: field -> base slot, (field, kind) -> variant slot
     let mut base_slot: HashMap<&str, (usize, Kind)> = HashMap::with_capacity(defs.len());
@@ -305,102 +247,90 @@ pub fn encode(
             base_slot.insert(c.field.as_str(), (i, c.kind));
         }
     }
-    let mut columns: Vec<Column> = defs
-        .iter()
-        .map(|c| Column {
-            builder: Builder::new(c.kind, n),
-            filled: 0,
-        })
-        .collect();
-    for (r, row) in rows.iter().enumerate() {
-        for (field, cell) in &row.cells {
-            let Some(kind) = cell.kind() else { continue };
-            // the same rule as LakeSchema::route, over this table's columns
-            let slot = match base_slot.get(field) {
-                Some(&(slot, base)) if fits(base, cell) => Some(slot),
-                _ => variant_slot.get(&(*field, kind)).copied(),
-            };
-            let Some(slot) = slot else {
-                return Err(EncodeError::Unrouted {
-                    version: schema.version,
-                    field: (*field).to_string(),
-                    kind,
-                });
-            };
-            let col = &mut columns[slot];
-            if col.filled > r {
-                // a field twice in one row cannot happen (keys are unique)
-                continue;
-            }
-            col.builder.append_nulls(r - col.filled);
-            col.builder.append(cell);
-            col.filled = r + 1;
-        }
-    }
 
-    let mut fields = vec![
-        Field::new("event_uuid", DataType::Utf8, false),
-        Field::new("event_name", DataType::Utf8, false),
-        Field::new("created_at", DataType::Float64, false),
-        Field::new("created_datetime", DataType::Utf8, false),
-    ];
-    let mut arrays: Vec<ArrayRef> = vec![
-        Arc::new(uuid.finish()),
-        Arc::new(name.finish()),
-        Arc::new(created_at.finish()),
-        Arc::new(created_dt.finish()),
+    let mut layout: Vec<(String, ColumnType, bool)> = vec![
+        ("event_uuid".into(), ColumnType::String, true),
+        ("event_name".into(), ColumnType::String, true),
+        ("created_at".into(), ColumnType::Double, true),
+        ("created_datetime".into(), ColumnType::String, true),
     ];
     if opts.payload_json {
-        let mut raw =
-            StringBuilder::with_capacity(n, rows.iter().map(|r| r.event.json.len()).sum());
-        for r in rows {
-            raw.append_value(String::from_utf8_lossy(r.event.json));
-        }
-        fields.push(Field::new(PAYLOAD_JSON_COLUMN, DataType::Utf8, false));
-        arrays.push(Arc::new(raw.finish()));
+        layout.push((PAYLOAD_JSON_COLUMN.into(), ColumnType::String, true));
     }
-    for (def, mut col) in defs.iter().zip(columns) {
-        col.builder.append_nulls(n - col.filled);
-        fields.push(Field::new(def.name.clone(), def.kind.data_type(), true));
-        arrays.push(col.builder.finish());
+    for d in &defs {
+        layout.push((d.name.clone(), column_type(d.kind), false));
     }
-    let string_columns: Vec<String> = fields
-        .iter()
-        .filter(|f| f.data_type() == &DataType::Utf8)
-        .map(|f| f.name().clone())
-        .collect();
-    let arrow_schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(arrow_schema.clone(), arrays)?;
+    let mut file = FileWriter::new(opts.compression, layout);
 
-    // Measured on Lambda-shaped batches (~100 small files, BENCHMARKS.md):
-    // compressing only the string columns, a dictionary only for event_name
-    // and statistics per column chunk (one row group per file) write 40 %
-    // faster and 15 % smaller than zstd + dictionaries + page statistics on
-    // every column.
-    let mut props = WriterProperties::builder()
-        .set_compression(Compression::UNCOMPRESSED)
-        .set_dictionary_enabled(false)
-        .set_statistics_enabled(EnabledStatistics::Chunk)
-        .set_column_dictionary_enabled(ColumnPath::from("event_name"), true);
-    for name in string_columns {
-        props = props.set_column_compression(ColumnPath::from(name), opts.compression);
+    for rows in rows.chunks(opts.max_row_group_rows.max(1)) {
+        let n = rows.len();
+        let mut uuid = Column::new("event_uuid", ColumnType::String, true, n, n * 36);
+        let mut name = Column::new("event_name", ColumnType::String, true, n, n * 24);
+        let mut created_at = Column::new("created_at", ColumnType::Double, true, n, 0);
+        let mut created_dt = Column::new("created_datetime", ColumnType::String, true, n, n * 24);
+        for r in rows {
+            uuid.push_str(&r.event.event_uuid);
+            name.push_str(&r.event.event_name);
+            created_at.push_f64(r.event.created_at);
+            created_dt.push_str(&r.event.created_datetime);
+        }
+        let mut fixed = vec![uuid, name, created_at, created_dt];
+        if opts.payload_json {
+            let bytes = rows.iter().map(|r| r.event.json.len()).sum();
+            let mut raw = Column::new(PAYLOAD_JSON_COLUMN, ColumnType::String, true, n, bytes);
+            for r in rows {
+                raw.push_str(&String::from_utf8_lossy(r.event.json));
+            }
+            fixed.push(raw);
+        }
+
+        let mut slots: Vec<Slot> = defs
+            .iter()
+            .map(|c| Slot {
+                col: Column::new(&c.name, column_type(c.kind), false, n, 0),
+                filled: 0,
+            })
+            .collect();
+        for (r, row) in rows.iter().enumerate() {
+            for (field, cell) in &row.cells {
+                let Some(kind) = cell.kind() else { continue };
+                // the same rule as LakeSchema::route, over this table's columns
+                let slot = match base_slot.get(field) {
+                    Some(&(slot, base)) if fits(base, cell) => Some(slot),
+                    _ => variant_slot.get(&(*field, kind)).copied(),
+                };
+                let Some(slot) = slot else {
+                    return Err(EncodeError::Unrouted {
+                        version: schema.version,
+                        field: (*field).to_string(),
+                        kind,
+                    });
+                };
+                let s = &mut slots[slot];
+                if s.filled > r {
+                    // a field twice in one row cannot happen (keys are unique)
+                    continue;
+                }
+                s.col.push_nulls(r - s.filled);
+                push_cell(&mut s.col, cell);
+                s.filled = r + 1;
+            }
+        }
+        for s in &mut slots {
+            s.col.push_nulls(n - s.filled);
+        }
+        fixed.extend(slots.into_iter().map(|s| s.col));
+        file.write_row_group(&fixed)?;
     }
-    let props = props
-        .set_max_row_group_row_count(Some(opts.max_row_group_rows))
-        .set_created_by(format!("kinesis-lake {}", env!("CARGO_PKG_VERSION")))
-        .set_key_value_metadata(Some(vec![
-            KeyValue::new("kinesis_lake.format".to_string(), "1".to_string()),
-            KeyValue::new(
-                "kinesis_lake.schema_version".to_string(),
-                schema.version.to_string(),
-            ),
-        ]))
-        .build();
-    let mut out = Vec::with_capacity(n * 256);
-    let mut writer = ArrowWriter::try_new(&mut out, arrow_schema, Some(props))?;
-    writer.write(&batch)?;
-    writer.close()?;
-    Ok(out)
+
+    let version = schema.version.to_string();
+    Ok(file.finish(
+        concat!("kinesis-lake version ", env!("CARGO_PKG_VERSION")),
+        &[
+            ("kinesis_lake.format", "1"),
+            ("kinesis_lake.schema_version", &version),
+        ],
+    ))
 }
 
 /// Test helper: the stats of rows as one table's batch.
@@ -418,8 +348,8 @@ pub(crate) fn stats_of(rows: &[Row<'_, '_>], table: &str) -> crate::core::schema
 mod tests {
     use super::*;
     use crate::core::enrich::enrich;
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{Float64Type, Int64Type};
+    use arrow::array::{Array, AsArray, RecordBatch};
+    use arrow::datatypes::{DataType, Float64Type, Int64Type};
     use bytes::Bytes;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 

@@ -1,0 +1,992 @@
+//! A Parquet file writer for the lake's flat files: columns of booleans,
+//! 64-bit integers, doubles and UTF-8 strings, built value by value and
+//! written as PLAIN data pages (v1) with RLE definition levels, column-chunk
+//! statistics and a Thrift footer.
+//!
+//! Why not the `parquet` crate's writer: a Lambda batch at the starting load
+//! writes ~100 files of ~30 rows each, and `ArrowWriter` sets up per file and
+//! per column a page writer and a codec with fresh zstd compression *and*
+//! decompression contexts; that set-up cost more than parsing the JSON
+//! (BENCHMARKS.md). Here one compression context per thread is reused for every
+//! page of every file, values go straight from the events into page bytes,
+//! and a file costs a few microseconds beyond its data. The `parquet` crate
+//! still reads every file back in the tests, and DuckDB, pyarrow and Spark read
+//! whole lakes of them in `tests/readers`.
+
+use std::cell::RefCell;
+
+/// How data pages are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// Stored as is.
+    Uncompressed,
+    /// Snappy (raw block format, as Parquet specifies).
+    Snappy,
+    /// Zstandard at a level (1..=22; 1 is fastest).
+    Zstd(i32),
+}
+
+impl Codec {
+    /// Parses `none`, `snappy`, `zstd` or `zstd(N)`.
+    pub fn parse(s: &str) -> Result<Codec, String> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "none" | "uncompressed" => return Ok(Codec::Uncompressed),
+            "snappy" => return Ok(Codec::Snappy),
+            "zstd" => return Ok(Codec::Zstd(1)),
+            _ => {}
+        }
+        if let Some(level) = t.strip_prefix("zstd(").and_then(|r| r.strip_suffix(')')) {
+            return match level.parse::<i32>() {
+                Ok(l) if (1..=22).contains(&l) => Ok(Codec::Zstd(l)),
+                _ => Err(format!(
+                    "zstd level `{level}` is not a number from 1 to 22; use e.g. zstd(1)"
+                )),
+            };
+        }
+        Err(format!(
+            "unknown codec `{s}`: use none, snappy, zstd or zstd(N) with N from 1 to 22"
+        ))
+    }
+
+    /// The Parquet `CompressionCodec` number.
+    fn thrift_id(self) -> i32 {
+        match self {
+            Codec::Uncompressed => 0,
+            Codec::Snappy => 1,
+            Codec::Zstd(_) => 6,
+        }
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Codec::Uncompressed => f.write_str("none"),
+            Codec::Snappy => f.write_str("snappy"),
+            Codec::Zstd(l) => write!(f, "zstd({l})"),
+        }
+    }
+}
+
+/// A compressor failed (out of memory, or a zstd level it refused).
+#[derive(Debug, thiserror::Error)]
+#[error("compressing a {codec} page of {bytes} bytes failed: {source}")]
+pub struct CompressError {
+    codec: Codec,
+    bytes: usize,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Uncompressed bytes at which a column's page is cut.
+const PAGE_BYTES: usize = 1 << 20;
+/// String statistics longer than this are left out (as other writers truncate
+/// or drop them): a min or max is only useful for short values.
+const MAX_STAT_BYTES: usize = 64;
+
+/// The physical type of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// BOOLEAN
+    Bool,
+    /// INT64
+    Int64,
+    /// DOUBLE
+    Double,
+    /// BYTE_ARRAY annotated as a UTF-8 string
+    String,
+}
+
+impl ColumnType {
+    fn thrift_id(self) -> i32 {
+        match self {
+            ColumnType::Bool => 0,
+            ColumnType::Int64 => 2,
+            ColumnType::Double => 5,
+            ColumnType::String => 6,
+        }
+    }
+}
+
+enum Data {
+    Bool(Vec<bool>),
+    Int64(Vec<i64>),
+    Double(Vec<f64>),
+    /// PLAIN byte arrays: 4-byte little-endian length, then the bytes.
+    String(Vec<u8>),
+}
+
+/// A value range, for the statistics.
+enum MinMax {
+    None,
+    Bool(bool, bool),
+    Int64(i64, i64),
+    Double(f64, f64),
+    /// Offsets and lengths of the min and max strings in the data.
+    String((usize, usize), (usize, usize)),
+}
+
+/// Where a page ends: rows, values and data bytes so far.
+#[derive(Clone, Copy, Default)]
+struct Cut {
+    rows: usize,
+    values: usize,
+    bytes: usize,
+}
+
+/// One column of one row group, filled row by row.
+pub struct Column {
+    name: String,
+    ty: ColumnType,
+    required: bool,
+    /// One entry per row of an optional column: whether it has a value.
+    defined: Vec<bool>,
+    rows: usize,
+    values: usize,
+    data: Data,
+    minmax: MinMax,
+    cuts: Vec<Cut>,
+    page_start: usize,
+}
+
+impl Column {
+    /// An empty column; `capacity` rows and `data_bytes` bytes of string data
+    /// are reserved.
+    pub fn new(
+        name: &str,
+        ty: ColumnType,
+        required: bool,
+        capacity: usize,
+        data_bytes: usize,
+    ) -> Column {
+        let data = match ty {
+            ColumnType::Bool => Data::Bool(Vec::with_capacity(capacity)),
+            ColumnType::Int64 => Data::Int64(Vec::with_capacity(capacity)),
+            ColumnType::Double => Data::Double(Vec::with_capacity(capacity)),
+            ColumnType::String => Data::String(Vec::with_capacity(data_bytes + 4 * capacity)),
+        };
+        Column {
+            name: name.to_string(),
+            ty,
+            required,
+            defined: if required {
+                Vec::new()
+            } else {
+                Vec::with_capacity(capacity)
+            },
+            rows: 0,
+            values: 0,
+            data,
+            minmax: MinMax::None,
+            cuts: Vec::new(),
+            page_start: 0,
+        }
+    }
+
+    /// Rows so far.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether no row was added.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The column's type.
+    pub fn column_type(&self) -> ColumnType {
+        self.ty
+    }
+
+    /// Adds `n` null rows. A required column takes no nulls: they are ignored
+    /// there (the caller gives required columns a value in every row).
+    pub fn push_nulls(&mut self, n: usize) {
+        if self.required || n == 0 {
+            return;
+        }
+        self.defined.resize(self.defined.len() + n, false);
+        self.rows += n;
+    }
+
+    fn pushed(&mut self, bytes: usize) {
+        if !self.required {
+            self.defined.push(true);
+        }
+        self.rows += 1;
+        self.values += 1;
+        if bytes - self.page_start >= PAGE_BYTES {
+            self.cuts.push(Cut {
+                rows: self.rows,
+                values: self.values,
+                bytes,
+            });
+            self.page_start = bytes;
+        }
+    }
+
+    /// Adds a boolean row (ignored unless the column is boolean).
+    pub fn push_bool(&mut self, v: bool) {
+        let Data::Bool(d) = &mut self.data else {
+            return;
+        };
+        d.push(v);
+        let len = d.len();
+        self.minmax = match self.minmax {
+            MinMax::Bool(lo, hi) => MinMax::Bool(lo && v, hi || v),
+            _ => MinMax::Bool(v, v),
+        };
+        self.pushed(len);
+    }
+
+    /// Adds an integer row (ignored unless the column is INT64).
+    pub fn push_i64(&mut self, v: i64) {
+        let Data::Int64(d) = &mut self.data else {
+            return;
+        };
+        d.push(v);
+        let len = d.len() * 8;
+        self.minmax = match self.minmax {
+            MinMax::Int64(lo, hi) => MinMax::Int64(lo.min(v), hi.max(v)),
+            _ => MinMax::Int64(v, v),
+        };
+        self.pushed(len);
+    }
+
+    /// Adds a double row (ignored unless the column is DOUBLE). Values are
+    /// finite: the lake never holds NaN or infinities.
+    pub fn push_f64(&mut self, v: f64) {
+        let Data::Double(d) = &mut self.data else {
+            return;
+        };
+        d.push(v);
+        let len = d.len() * 8;
+        self.minmax = match self.minmax {
+            MinMax::Double(lo, hi) => MinMax::Double(lo.min(v), hi.max(v)),
+            _ => MinMax::Double(v, v),
+        };
+        self.pushed(len);
+    }
+
+    /// Adds a string row (ignored unless the column is a string column).
+    pub fn push_str(&mut self, v: &str) {
+        let Data::String(d) = &mut self.data else {
+            return;
+        };
+        let Ok(len) = u32::try_from(v.len()) else {
+            // a single value over 4 GiB cannot come from a 16 MiB record
+            return;
+        };
+        d.extend_from_slice(&len.to_le_bytes());
+        let at = (d.len(), v.len());
+        d.extend_from_slice(v.as_bytes());
+        let total = d.len();
+        let data: &[u8] = d;
+        self.minmax = match self.minmax {
+            MinMax::String(lo, hi) => {
+                let s = |(o, l): (usize, usize)| &data[o..o + l];
+                let lo = if v.as_bytes() < s(lo) { at } else { lo };
+                let hi = if v.as_bytes() > s(hi) { at } else { hi };
+                MinMax::String(lo, hi)
+            }
+            _ => MinMax::String(at, at),
+        };
+        self.pushed(total);
+    }
+}
+
+/// A Parquet file being written in memory.
+pub struct FileWriter {
+    out: Vec<u8>,
+    codec: Codec,
+    schema: Vec<(String, ColumnType, bool)>,
+    row_groups: Vec<RowGroupMeta>,
+    rows: i64,
+    /// A page before and after compression, reused.
+    body: Vec<u8>,
+    packed: Vec<u8>,
+}
+
+struct ChunkMeta {
+    ty: ColumnType,
+    name: String,
+    codec: Codec,
+    num_values: i64,
+    nulls: i64,
+    uncompressed: i64,
+    compressed: i64,
+    offset: i64,
+    encodings: &'static [i32],
+    /// Min and max values, as the statistics store them.
+    minmax: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+struct RowGroupMeta {
+    columns: Vec<ChunkMeta>,
+    rows: i64,
+    offset: i64,
+}
+
+thread_local! {
+    /// One zstd context per thread, reused for every page of every file.
+    static ZSTD: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
+
+/// Compresses a page with `codec` into `out` (replacing its contents).
+fn compress(codec: Codec, src: &[u8], out: &mut Vec<u8>) -> Result<(), CompressError> {
+    let err = |source| CompressError {
+        codec,
+        bytes: src.len(),
+        source,
+    };
+    out.clear();
+    match codec {
+        Codec::Uncompressed => out.extend_from_slice(src),
+        Codec::Snappy => {
+            out.resize(snap::raw::max_compress_len(src.len()), 0);
+            let n = snap::raw::Encoder::new()
+                .compress(src, out)
+                .map_err(|e| err(std::io::Error::other(e)))?;
+            out.truncate(n);
+        }
+        Codec::Zstd(level) => ZSTD.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let compressor = match &mut *slot {
+                Some((l, c)) if *l == level => c,
+                _ => {
+                    let c = zstd::bulk::Compressor::new(level).map_err(err)?;
+                    &mut slot.insert((level, c)).1
+                }
+            };
+            out.reserve(zstd::zstd_safe::compress_bound(src.len()));
+            compressor.compress_to_buffer(src, out).map_err(err)?;
+            Ok(())
+        })?,
+    }
+    Ok(())
+}
+
+/// Appends the bytes of one page, before compression: the definition levels
+/// of an optional column (v1 layout: 4-byte length first), then the values.
+fn page_body(col: &Column, from: Cut, to: Cut, body: &mut Vec<u8>) {
+    if !col.required {
+        let at = body.len();
+        body.extend_from_slice(&[0; 4]);
+        encode_levels(&col.defined[from.rows..to.rows], body);
+        let len = (body.len() - at - 4) as u32;
+        body[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+    match &col.data {
+        Data::Bool(d) => pack_bits(&d[from.values..to.values], body),
+        Data::Int64(d) => {
+            for v in &d[from.values..to.values] {
+                body.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        Data::Double(d) => {
+            for v in &d[from.values..to.values] {
+                body.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        Data::String(d) => body.extend_from_slice(&d[from.bytes..to.bytes]),
+    }
+}
+
+/// Appends bits packed eight to a byte, least significant first.
+fn pack_bits(bits: &[bool], out: &mut Vec<u8>) {
+    for group in bits.chunks(8) {
+        let mut byte = 0u8;
+        for (k, &b) in group.iter().enumerate() {
+            byte |= u8::from(b) << k;
+        }
+        out.push(byte);
+    }
+}
+
+/// Appends the RLE / bit-packed hybrid encoding (bit width 1) of `bits`.
+fn encode_levels(bits: &[bool], out: &mut Vec<u8>) {
+    if let Some(&first) = bits.first()
+        && bits.iter().all(|&b| b == first)
+    {
+        varint(out, (bits.len() as u64) << 1);
+        out.push(u8::from(first));
+        return;
+    }
+    // bit-packed runs of at most 63 groups of 8, as parquet-mr writes them
+    for run in bits.chunks(63 * 8) {
+        let groups = run.len().div_ceil(8);
+        varint(out, ((groups as u64) << 1) | 1);
+        pack_bits(run, out);
+    }
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+impl FileWriter {
+    /// A file with these columns (name, type, required), in order.
+    pub fn new(codec: Codec, schema: Vec<(String, ColumnType, bool)>) -> FileWriter {
+        let mut out = Vec::with_capacity(4096);
+        out.extend_from_slice(b"PAR1");
+        FileWriter {
+            out,
+            codec,
+            schema,
+            row_groups: Vec::new(),
+            rows: 0,
+            body: Vec::new(),
+            packed: Vec::new(),
+        }
+    }
+
+    /// Writes one row group. The columns match the schema given to
+    /// [`FileWriter::new`], in order, with the same number of rows each.
+    pub fn write_row_group(&mut self, columns: &[Column]) -> Result<(), CompressError> {
+        let rows = columns.first().map_or(0, Column::len);
+        let offset = self.out.len() as i64;
+        let mut metas = Vec::with_capacity(columns.len());
+        for col in columns {
+            metas.push(self.write_chunk(col)?);
+        }
+        self.rows += rows as i64;
+        self.row_groups.push(RowGroupMeta {
+            columns: metas,
+            rows: rows as i64,
+            offset,
+        });
+        Ok(())
+    }
+
+    fn write_chunk(&mut self, col: &Column) -> Result<ChunkMeta, CompressError> {
+        let offset = self.out.len() as i64;
+        let end = Cut {
+            rows: col.rows,
+            values: col.values,
+            bytes: match &col.data {
+                Data::Bool(d) => d.len(),
+                Data::Int64(d) => d.len() * 8,
+                Data::Double(d) => d.len() * 8,
+                Data::String(d) => d.len(),
+            },
+        };
+        let last = col.cuts.last().is_none_or(|c| c.rows < col.rows);
+        let cuts = col.cuts.iter().copied().chain(last.then_some(end));
+        // The codec is the file's, unless the first page does not get smaller
+        // with it: then the chunk is stored uncompressed (small numeric
+        // columns, mostly).
+        let mut codec = self.codec;
+        let mut uncompressed = 0i64;
+        let mut compressed = 0i64;
+        let mut from = Cut::default();
+        let (mut body, mut packed) = (
+            std::mem::take(&mut self.body),
+            std::mem::take(&mut self.packed),
+        );
+        for (k, cut) in cuts.enumerate() {
+            body.clear();
+            page_body(col, from, cut, &mut body);
+            if codec != Codec::Uncompressed {
+                compress(codec, &body, &mut packed)?;
+                if k == 0 && packed.len() >= body.len() {
+                    codec = Codec::Uncompressed;
+                }
+            }
+            let page: &[u8] = if codec == Codec::Uncompressed {
+                &body
+            } else {
+                &packed
+            };
+            let at = self.out.len();
+            let mut header = Thrift::new(&mut self.out);
+            header.i32(1, 0); // DATA_PAGE
+            header.i32(2, body.len() as i32);
+            header.i32(3, page.len() as i32);
+            header.struct_begin(5); // DataPageHeader
+            header.i32(1, (cut.rows - from.rows) as i32);
+            header.i32(2, 0); // values: PLAIN
+            header.i32(3, 3); // definition levels: RLE
+            header.i32(4, 3); // repetition levels: RLE
+            header.struct_end();
+            header.stop();
+            let header_len = self.out.len() - at;
+            uncompressed += (header_len + body.len()) as i64;
+            compressed += (header_len + page.len()) as i64;
+            self.out.extend_from_slice(page);
+            from = cut;
+        }
+        (self.body, self.packed) = (body, packed);
+        let minmax = match col.minmax {
+            MinMax::None => None,
+            MinMax::Bool(lo, hi) => Some((vec![u8::from(lo)], vec![u8::from(hi)])),
+            MinMax::Int64(lo, hi) => Some((lo.to_le_bytes().to_vec(), hi.to_le_bytes().to_vec())),
+            // the format asks for -0.0 as a zero minimum and +0.0 as a zero maximum
+            MinMax::Double(lo, hi) => {
+                let lo = if lo == 0.0 { -0.0f64 } else { lo };
+                let hi = if hi == 0.0 { 0.0f64 } else { hi };
+                Some((lo.to_le_bytes().to_vec(), hi.to_le_bytes().to_vec()))
+            }
+            MinMax::String((lo, ll), (hi, hl)) => match &col.data {
+                Data::String(d) if ll <= MAX_STAT_BYTES && hl <= MAX_STAT_BYTES => {
+                    Some((d[lo..lo + ll].to_vec(), d[hi..hi + hl].to_vec()))
+                }
+                _ => None,
+            },
+        };
+        Ok(ChunkMeta {
+            ty: col.ty,
+            name: col.name.clone(),
+            codec,
+            num_values: col.rows as i64,
+            nulls: (col.rows - col.values) as i64,
+            uncompressed,
+            compressed,
+            offset,
+            encodings: if col.required { &[0] } else { &[0, 3] },
+            minmax,
+        })
+    }
+
+    /// Writes the footer and returns the file's bytes.
+    pub fn finish(mut self, created_by: &str, metadata: &[(&str, &str)]) -> Vec<u8> {
+        let start = self.out.len();
+        let mut t = Thrift::new(&mut self.out);
+        t.i32(1, 1);
+        // schema: the root, then one leaf per column
+        t.list_begin(2, T_STRUCT, self.schema.len() + 1);
+        t.elem_begin();
+        t.binary(4, b"schema");
+        t.i32(5, self.schema.len() as i32);
+        t.elem_end();
+        for (name, ty, required) in &self.schema {
+            t.elem_begin();
+            t.i32(1, ty.thrift_id());
+            t.i32(3, if *required { 0 } else { 1 });
+            t.binary(4, name.as_bytes());
+            if *ty == ColumnType::String {
+                t.i32(6, 0); // converted type UTF8
+                t.struct_begin(10); // logical type: STRING
+                t.struct_begin(1);
+                t.struct_end();
+                t.struct_end();
+            }
+            t.elem_end();
+        }
+        t.i64(3, self.rows);
+        t.list_begin(4, T_STRUCT, self.row_groups.len());
+        for rg in &self.row_groups {
+            t.elem_begin();
+            t.list_begin(1, T_STRUCT, rg.columns.len());
+            for c in &rg.columns {
+                t.elem_begin();
+                t.i64(2, c.offset);
+                t.struct_begin(3);
+                t.i32(1, c.ty.thrift_id());
+                t.list_begin(2, T_I32, c.encodings.len());
+                for e in c.encodings {
+                    t.list_i32(*e);
+                }
+                t.list_begin(3, T_BINARY, 1);
+                t.list_binary(c.name.as_bytes());
+                t.i32(4, c.codec.thrift_id());
+                t.i64(5, c.num_values);
+                t.i64(6, c.uncompressed);
+                t.i64(7, c.compressed);
+                t.i64(9, c.offset);
+                t.struct_begin(12);
+                t.i64(3, c.nulls);
+                if let Some((min, max)) = &c.minmax {
+                    t.binary(5, max);
+                    t.binary(6, min);
+                }
+                t.struct_end();
+                t.struct_end();
+                t.elem_end();
+            }
+            t.i64(2, rg.columns.iter().map(|c| c.uncompressed).sum());
+            t.i64(3, rg.rows);
+            t.i64(5, rg.offset);
+            t.i64(6, rg.columns.iter().map(|c| c.compressed).sum());
+            t.elem_end();
+        }
+        if !metadata.is_empty() {
+            t.list_begin(5, T_STRUCT, metadata.len());
+            for (k, v) in metadata {
+                t.elem_begin();
+                t.binary(1, k.as_bytes());
+                t.binary(2, v.as_bytes());
+                t.elem_end();
+            }
+        }
+        t.binary(6, created_by.as_bytes());
+        // column orders: the type's own order, so readers trust min and max
+        t.list_begin(7, T_STRUCT, self.schema.len());
+        for _ in &self.schema {
+            t.elem_begin();
+            t.struct_begin(1);
+            t.struct_end();
+            t.elem_end();
+        }
+        t.stop();
+        let len = (self.out.len() - start) as u32;
+        self.out.extend_from_slice(&len.to_le_bytes());
+        self.out.extend_from_slice(b"PAR1");
+        self.out
+    }
+}
+
+const T_I32: u8 = 5;
+const T_I64: u8 = 6;
+const T_BINARY: u8 = 8;
+const T_LIST: u8 = 9;
+const T_STRUCT: u8 = 12;
+
+/// Thrift compact protocol, just what the footer and page headers need,
+/// appended to a buffer.
+struct Thrift<'a> {
+    buf: &'a mut Vec<u8>,
+    /// The last field id of each open struct (the footer nests four deep).
+    stack: [i16; 8],
+    depth: usize,
+}
+
+impl<'a> Thrift<'a> {
+    fn new(buf: &'a mut Vec<u8>) -> Thrift<'a> {
+        Thrift {
+            buf,
+            stack: [0; 8],
+            depth: 0,
+        }
+    }
+
+    fn field(&mut self, id: i16, ty: u8) {
+        let last = &mut self.stack[self.depth];
+        let delta = id - *last;
+        *last = id;
+        if (1..=15).contains(&delta) {
+            self.buf.push(((delta as u8) << 4) | ty);
+        } else {
+            self.buf.push(ty);
+            varint(self.buf, zigzag(i64::from(id)));
+        }
+    }
+
+    fn i32(&mut self, id: i16, v: i32) {
+        self.field(id, T_I32);
+        varint(self.buf, zigzag(i64::from(v)));
+    }
+
+    fn i64(&mut self, id: i16, v: i64) {
+        self.field(id, T_I64);
+        varint(self.buf, zigzag(v));
+    }
+
+    fn binary(&mut self, id: i16, v: &[u8]) {
+        self.field(id, T_BINARY);
+        self.list_binary(v);
+    }
+
+    fn list_binary(&mut self, v: &[u8]) {
+        varint(self.buf, v.len() as u64);
+        self.buf.extend_from_slice(v);
+    }
+
+    fn list_i32(&mut self, v: i32) {
+        varint(self.buf, zigzag(i64::from(v)));
+    }
+
+    fn list_begin(&mut self, id: i16, elem: u8, n: usize) {
+        self.field(id, T_LIST);
+        if n < 15 {
+            self.buf.push(((n as u8) << 4) | elem);
+        } else {
+            self.buf.push(0xF0 | elem);
+            varint(self.buf, n as u64);
+        }
+    }
+
+    fn struct_begin(&mut self, id: i16) {
+        self.field(id, T_STRUCT);
+        self.elem_begin();
+    }
+
+    fn struct_end(&mut self) {
+        self.elem_end();
+    }
+
+    /// Starts a struct that is a list element (no field header).
+    fn elem_begin(&mut self) {
+        // deeper than the footer ever nests would be a bug here; stay in bounds
+        self.depth = (self.depth + 1).min(self.stack.len() - 1);
+        self.stack[self.depth] = 0;
+    }
+
+    fn elem_end(&mut self) {
+        self.buf.push(0);
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    fn stop(&mut self) {
+        self.buf.push(0);
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, RecordBatch};
+    use arrow::datatypes::{DataType, Float64Type, Int64Type};
+    use bytes::Bytes;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::basic::Compression;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::file::statistics::Statistics;
+
+    fn read(bytes: &[u8]) -> RecordBatch {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(bytes))
+            .expect("a footer the parquet crate accepts")
+            .build()
+            .expect("reader");
+        let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("pages decode");
+        arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
+    }
+
+    fn meta(bytes: &[u8]) -> SerializedFileReader<Bytes> {
+        SerializedFileReader::new(Bytes::copy_from_slice(bytes)).expect("footer")
+    }
+
+    /// Row i of the test table: a value or None (a null every 3rd row,
+    /// and a long run of nulls in the middle).
+    fn present(i: usize) -> bool {
+        i % 3 != 1 && !(600..700).contains(&i)
+    }
+
+    fn four_columns(n: usize) -> Vec<Column> {
+        let mut b = Column::new("b", ColumnType::Bool, false, n, 0);
+        let mut i = Column::new("i", ColumnType::Int64, false, n, 0);
+        let mut d = Column::new("d", ColumnType::Double, false, n, 0);
+        let mut s = Column::new("s", ColumnType::String, false, n, 0);
+        for r in 0..n {
+            if present(r) {
+                b.push_bool(r % 5 == 0);
+                i.push_i64(r as i64 - 500);
+                d.push_f64(r as f64 / 4.0);
+                s.push_str(&format!("v{r}é"));
+            } else {
+                for c in [&mut b, &mut i, &mut d, &mut s] {
+                    c.push_nulls(1);
+                }
+            }
+        }
+        vec![b, i, d, s]
+    }
+
+    fn schema_of(cols: &[Column]) -> Vec<(String, ColumnType, bool)> {
+        cols.iter()
+            .map(|c| (c.name.clone(), c.ty, c.required))
+            .collect()
+    }
+
+    #[test]
+    fn every_type_and_codec_round_trips_with_nulls() {
+        let n = 1100; // more than one bit-packed run of definition levels
+        for codec in [
+            Codec::Uncompressed,
+            Codec::Snappy,
+            Codec::Zstd(1),
+            Codec::Zstd(9),
+        ] {
+            let cols = four_columns(n);
+            let mut w = FileWriter::new(codec, schema_of(&cols));
+            w.write_row_group(&cols).expect("write");
+            let bytes = w.finish("t", &[("k", "v")]);
+            let b = read(&bytes);
+            assert_eq!(b.num_rows(), n, "{codec}");
+            let s = b.schema();
+            assert_eq!(s.field(0).data_type(), &DataType::Boolean);
+            assert_eq!(s.field(1).data_type(), &DataType::Int64);
+            assert_eq!(s.field(2).data_type(), &DataType::Float64);
+            assert_eq!(s.field(3).data_type(), &DataType::Utf8);
+            let (bo, io) = (
+                b.column(0).as_boolean(),
+                b.column(1).as_primitive::<Int64Type>(),
+            );
+            let (dd, ss) = (
+                b.column(2).as_primitive::<Float64Type>(),
+                b.column(3).as_string::<i32>(),
+            );
+            for r in 0..n {
+                if present(r) {
+                    assert_eq!(bo.value(r), r % 5 == 0, "{codec} row {r}");
+                    assert_eq!(io.value(r), r as i64 - 500);
+                    assert_eq!(dd.value(r), r as f64 / 4.0);
+                    assert_eq!(ss.value(r), format!("v{r}é"));
+                } else {
+                    for c in 0..4 {
+                        assert!(b.column(c).is_null(r), "{codec} column {c} row {r}");
+                    }
+                }
+            }
+            let m = meta(&bytes);
+            let kv = m
+                .metadata()
+                .file_metadata()
+                .key_value_metadata()
+                .expect("kv");
+            assert_eq!(
+                (kv[0].key.as_str(), kv[0].value.as_deref()),
+                ("k", Some("v"))
+            );
+        }
+    }
+
+    #[test]
+    fn big_columns_are_cut_into_pages() {
+        let n = 3000;
+        let mut s = Column::new("s", ColumnType::String, false, n, 0);
+        let mut r = Column::new("r", ColumnType::Int64, true, n, 0);
+        let long = "x".repeat(900);
+        for i in 0..n {
+            if i % 7 == 0 {
+                s.push_nulls(1);
+            } else {
+                s.push_str(&format!("{i}{long}"));
+            }
+            r.push_i64(i as i64);
+        }
+        let cols = vec![s, r];
+        let mut w = FileWriter::new(Codec::Zstd(1), schema_of(&cols));
+        w.write_row_group(&cols).expect("write");
+        let bytes = w.finish("t", &[]);
+        let m = meta(&bytes);
+        let rg = m.get_row_group(0).expect("row group");
+        let pages = rg.get_column_page_reader(0).expect("pages").count();
+        assert!(pages >= 2, "2.7 MB of strings in {pages} page(s)");
+        // no min or max for values this long; the null count is still there
+        let stats = rg.metadata().column(0).statistics().expect("stats");
+        assert_eq!(stats.null_count_opt(), Some(n.div_ceil(7) as u64));
+        assert!(stats.min_bytes_opt().is_none());
+        let b = read(&bytes);
+        let (ss, rr) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_primitive::<Int64Type>(),
+        );
+        for i in 0..n {
+            assert_eq!(ss.is_null(i), i % 7 == 0);
+            if i % 7 != 0 {
+                assert_eq!(ss.value(i), format!("{i}{long}"));
+            }
+            assert_eq!(rr.value(i), i as i64);
+        }
+    }
+
+    #[test]
+    fn statistics_give_min_max_and_nulls_per_chunk() {
+        let mut d = Column::new("d", ColumnType::Double, false, 4, 0);
+        let mut s = Column::new("s", ColumnType::String, true, 4, 0);
+        let mut i = Column::new("i", ColumnType::Int64, false, 4, 0);
+        for v in [0.0, 2.5, 0.0] {
+            d.push_f64(v);
+        }
+        d.push_nulls(1);
+        for v in ["pear", "apple", "zebra", "mango"] {
+            s.push_str(v);
+        }
+        i.push_nulls(4);
+        let cols = vec![d, s, i];
+        let mut w = FileWriter::new(Codec::Snappy, schema_of(&cols));
+        w.write_row_group(&cols).expect("write");
+        let bytes = w.finish("t", &[]);
+        let m = meta(&bytes);
+        let rg = m.metadata().row_group(0);
+        match rg.column(0).statistics() {
+            Some(Statistics::Double(v)) => {
+                let (lo, hi) = (v.min_opt().expect("min"), v.max_opt().expect("max"));
+                assert!(
+                    *lo == 0.0 && lo.is_sign_negative(),
+                    "a zero minimum is -0.0"
+                );
+                assert_eq!(*hi, 2.5);
+                assert_eq!(v.null_count_opt(), Some(1));
+            }
+            other => panic!("double statistics expected, got {other:?}"),
+        }
+        match rg.column(1).statistics() {
+            Some(Statistics::ByteArray(v)) => {
+                assert_eq!(v.min_opt().map(|b| b.data()), Some(&b"apple"[..]));
+                assert_eq!(v.max_opt().map(|b| b.data()), Some(&b"zebra"[..]));
+                assert_eq!(v.null_count_opt(), Some(0));
+            }
+            other => panic!("byte array statistics expected, got {other:?}"),
+        }
+        let all_null = rg.column(2).statistics().expect("stats");
+        assert_eq!(all_null.null_count_opt(), Some(4));
+        assert!(all_null.min_bytes_opt().is_none());
+        assert_eq!(read(&bytes).column(2).null_count(), 4);
+    }
+
+    #[test]
+    fn a_chunk_the_codec_does_not_shrink_is_stored_uncompressed() {
+        let mut d = Column::new("d", ColumnType::Double, true, 3, 0);
+        let mut s = Column::new("s", ColumnType::String, true, 3, 0);
+        for k in 0..3 {
+            d.push_f64(1.0 / (k as f64 + 3.0));
+            s.push_str(&"the same words again ".repeat(20));
+        }
+        let cols = vec![d, s];
+        let mut w = FileWriter::new(Codec::Zstd(1), schema_of(&cols));
+        w.write_row_group(&cols).expect("write");
+        let bytes = w.finish("t", &[]);
+        let m = meta(&bytes);
+        let rg = m.metadata().row_group(0);
+        assert_eq!(rg.column(0).compression(), Compression::UNCOMPRESSED);
+        assert!(matches!(rg.column(1).compression(), Compression::ZSTD(_)));
+        assert!(rg.column(1).compressed_size() < rg.column(1).uncompressed_size() / 4);
+        let b = read(&bytes);
+        assert_eq!(b.column(0).as_primitive::<Float64Type>().value(2), 0.2);
+    }
+
+    #[test]
+    fn row_groups_follow_one_another() {
+        let mut w = FileWriter::new(
+            Codec::Zstd(3),
+            vec![("i".to_string(), ColumnType::Int64, false)],
+        );
+        for g in 0..3i64 {
+            let mut c = Column::new("i", ColumnType::Int64, false, 2, 0);
+            c.push_i64(g);
+            c.push_nulls(1);
+            w.write_row_group(&[c]).expect("write");
+        }
+        let bytes = w.finish("t", &[]);
+        assert_eq!(meta(&bytes).metadata().num_row_groups(), 3);
+        let b = read(&bytes);
+        let col = b.column(0).as_primitive::<Int64Type>();
+        let got: Vec<Option<i64>> = (0..6)
+            .map(|i| col.is_valid(i).then(|| col.value(i)))
+            .collect();
+        assert_eq!(got, [Some(0), None, Some(1), None, Some(2), None]);
+    }
+
+    #[test]
+    fn codecs_parse_and_say_what_is_wrong() {
+        assert_eq!(Codec::parse("zstd"), Ok(Codec::Zstd(1)));
+        assert_eq!(Codec::parse("ZSTD(7)"), Ok(Codec::Zstd(7)));
+        assert_eq!(Codec::parse("snappy"), Ok(Codec::Snappy));
+        assert_eq!(Codec::parse("none"), Ok(Codec::Uncompressed));
+        let e = Codec::parse("zstd(40)").expect_err("level out of range");
+        assert!(e.contains("1 to 22"), "{e}");
+        assert!(Codec::parse("gzip").is_err());
+        for c in [Codec::Snappy, Codec::Zstd(4), Codec::Uncompressed] {
+            assert_eq!(Codec::parse(&c.to_string()), Ok(c));
+        }
+    }
+}
