@@ -8,7 +8,9 @@
 //! against in its key-value metadata (`kinesis_lake.schema_version`).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use serde_json::value::RawValue;
 
@@ -192,6 +194,28 @@ impl<'e, 'a> Row<'e, 'a> {
             match stats.get_mut(*field) {
                 Some(s) => s.add(cell),
                 None => stats.entry((*field).to_string()).or_default().add(cell),
+            }
+        }
+    }
+}
+
+/// Adds the values of many rows of one table to its field statistics:
+/// counted in a hash map by borrowed field name first, then merged.
+pub fn add_table_stats<'r, 'e: 'r, 'a: 'e>(
+    rows: impl IntoIterator<Item = &'r Row<'e, 'a>>,
+    stats: &mut BTreeMap<String, FieldStats>,
+) {
+    let mut acc: HashMap<&str, FieldStats> = HashMap::new();
+    for row in rows {
+        for (field, cell) in &row.cells {
+            acc.entry(*field).or_default().add(cell);
+        }
+    }
+    for (field, s) in acc {
+        match stats.get_mut(field) {
+            Some(t) => t.merge(&s),
+            None => {
+                stats.insert(field.to_string(), s);
             }
         }
     }

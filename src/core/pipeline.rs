@@ -9,7 +9,7 @@
 //! retry it; Lambda does so from the lowest failed sequence number).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::core::decode::decode;
 use crate::core::dedup::{Claim, ClaimOutcome, DedupStore, Holder, Resolution, Transfer, resolve};
-use crate::core::encode::{EncodeOptions, Row, encode};
+use crate::core::encode::{EncodeOptions, Row, add_table_stats, encode};
 use crate::core::enrich::{Event, enrich};
 use crate::core::partition::{PartitionKey, data_object_key, error_object_key};
 use crate::core::registry::{self, SchemaCache};
@@ -204,7 +204,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         .collect();
 
     // dedup within the batch: the first copy wins
-    let mut seen: HashSet<&str> = HashSet::with_capacity(n);
+    let mut seen: foldhash::HashSet<&str> = foldhash::HashSetExt::with_capacity(n);
     for (i, e) in events.iter().enumerate() {
         if let Some(e) = e
             && !seen.insert(&e.event_uuid)
@@ -352,9 +352,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
             let table = stats
                 .entry(table_name(&p.event_type, p.event_subtype.as_deref()))
                 .or_default();
-            for r in group_rows {
-                r.add_stats(table);
-            }
+            add_table_stats(group_rows, table);
         }
     }
     let schema = if stats.is_empty() {

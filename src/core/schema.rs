@@ -24,7 +24,9 @@
 //! schema and the batch's values (not their order), and planning the same
 //! values again adds nothing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap as FastMap;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -66,11 +68,13 @@ pub struct LakeSchema {
     index: OnceLock<Index>,
 }
 
-/// Field -> base column, (field, kind) -> variant column, as indices into `columns`.
+/// Field -> base column, (field, kind) -> variant column, table -> its
+/// columns, as indices into `columns`.
 #[derive(Debug, Default)]
 struct Index {
-    base: HashMap<String, usize>,
-    variant: HashMap<(String, Kind), usize>,
+    base: FastMap<String, usize>,
+    variant: FastMap<(String, Kind), usize>,
+    tables: FastMap<String, Vec<usize>>,
 }
 
 impl LakeSchema {
@@ -92,12 +96,22 @@ impl LakeSchema {
     fn index(&self) -> &Index {
         self.index.get_or_init(|| {
             let mut idx = Index::default();
+            let mut by_name: FastMap<&str, usize> = FastMap::default();
             for (i, c) in self.columns.iter().enumerate() {
                 if c.variant {
                     idx.variant.entry((c.field.clone(), c.kind)).or_insert(i);
                 } else {
                     idx.base.entry(c.field.clone()).or_insert(i);
                 }
+                by_name.entry(c.name.as_str()).or_insert(i);
+            }
+            for (table, names) in &self.tables {
+                let mut cols: Vec<usize> = names
+                    .iter()
+                    .filter_map(|n| by_name.get(n.as_str()).copied())
+                    .collect();
+                cols.sort_unstable();
+                idx.tables.insert(table.clone(), cols);
             }
             idx
         })
@@ -378,12 +392,8 @@ impl LakeSchema {
 
     /// The columns of a table, in schema order.
     pub fn table_columns(&self, table: &str) -> Vec<&ColumnDef> {
-        match self.tables.get(table) {
-            Some(names) => self
-                .columns
-                .iter()
-                .filter(|c| names.contains(&c.name))
-                .collect(),
+        match self.index().tables.get(table) {
+            Some(cols) => cols.iter().map(|&i| &self.columns[i]).collect(),
             None => Vec::new(),
         }
     }
