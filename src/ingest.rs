@@ -68,8 +68,69 @@ pub fn total_bytes(files: &[PathBuf]) -> u64 {
         .sum()
 }
 
-/// Ingests the inputs. Errors only for inputs that cannot be read; records
-/// that fail are counted and reported in the summary.
+/// What the reading thread hands over.
+enum Read {
+    /// A full batch of records.
+    Batch(Vec<RawRecord>),
+    /// Bytes of input consumed so far.
+    Progress(u64),
+}
+
+/// Reads the files into batches on its own thread, one batch ahead of the
+/// pipeline: parsing the next documents overlaps processing this batch.
+fn spawn_reader(
+    files: Vec<PathBuf>,
+    limits: BatchLimits,
+) -> tokio::sync::mpsc::Receiver<Result<Read, InputError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    std::thread::spawn(move || {
+        let mut batch: Vec<RawRecord> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut done_bytes = 0u64;
+        // a send fails only when the receiver is gone: then stop reading
+        let send = |m| tx.blocking_send(m).is_ok();
+        for file in &files {
+            let records = match FileRecords::open(file) {
+                Ok(r) => r,
+                Err(e) => {
+                    send(Err(e));
+                    return;
+                }
+            };
+            for rec in records {
+                let rec = match rec {
+                    Ok(r) => r,
+                    Err(e) => {
+                        send(Err(e));
+                        return;
+                    }
+                };
+                batch_bytes += rec.data.len();
+                batch.push(rec);
+                if (batch_bytes >= limits.max_bytes || batch.len() >= limits.max_records)
+                    && !send(Ok(Read::Batch(std::mem::take(&mut batch))))
+                {
+                    return;
+                }
+                if batch.is_empty() {
+                    batch_bytes = 0;
+                }
+            }
+            done_bytes += std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+            if !send(Ok(Read::Progress(done_bytes))) {
+                return;
+            }
+        }
+        if !batch.is_empty() {
+            send(Ok(Read::Batch(batch)));
+        }
+    });
+    rx
+}
+
+/// Ingests the inputs. Errors only for inputs that cannot be read (records
+/// of earlier batches are then already in the lake, and a re-run skips them);
+/// records that fail are counted and reported in the summary.
 pub async fn ingest<S: DedupStore, O: ObjectSink>(
     inputs: &[PathBuf],
     store: &S,
@@ -80,17 +141,19 @@ pub async fn ingest<S: DedupStore, O: ObjectSink>(
 ) -> Result<Summary, InputError> {
     let start = Instant::now();
     let files = expand(inputs)?;
+    let input_files = files.len();
     let mut counts = Counts::default();
     let mut failures = Vec::new();
-    let mut batch: Vec<RawRecord> = Vec::new();
-    let mut batch_bytes = 0usize;
-    let mut done_bytes = 0u64;
-
-    let mut flush = async |batch: &mut Vec<RawRecord>, counts: &mut Counts| {
-        if batch.is_empty() {
-            return;
-        }
-        let outcome = run_batch(batch, store, sink, cfg, Utc::now()).await;
+    let mut reader = spawn_reader(files, limits.clone());
+    while let Some(msg) = reader.recv().await {
+        let batch = match msg? {
+            Read::Progress(done) => {
+                progress(done);
+                continue;
+            }
+            Read::Batch(b) => b,
+        };
+        let outcome = run_batch(&batch, store, sink, cfg, Utc::now()).await;
         counts.add(&outcome.counts);
         for f in outcome.failed {
             if failures.len() < 20 {
@@ -100,27 +163,11 @@ pub async fn ingest<S: DedupStore, O: ObjectSink>(
                 });
             }
         }
-        batch.clear();
-    };
-
-    for file in &files {
-        for rec in FileRecords::open(file)? {
-            let rec = rec?;
-            batch_bytes += rec.data.len();
-            batch.push(rec);
-            if batch_bytes >= limits.max_bytes || batch.len() >= limits.max_records {
-                flush(&mut batch, &mut counts).await;
-                batch_bytes = 0;
-            }
-        }
-        done_bytes += std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-        progress(done_bytes);
     }
-    flush(&mut batch, &mut counts).await;
 
     let elapsed = start.elapsed().max(Duration::from_micros(1));
     Ok(Summary {
-        input_files: files.len(),
+        input_files,
         records_per_s: counts.records as f64 / elapsed.as_secs_f64(),
         counts,
         elapsed_s: elapsed.as_secs_f64(),
