@@ -68,6 +68,10 @@ enum Command {
         /// column (lossless replay and debugging; costs space: see BENCHMARKS.md).
         #[arg(long)]
         payload_json: bool,
+        /// Parquet page compression: zstd (level 1), zstd(N) with N from 1 to
+        /// 22, snappy or none.
+        #[arg(long, value_name = "CODEC", default_value = "zstd", value_parser = kinesis_lake::core::parquet_file::Codec::parse)]
+        compression: kinesis_lake::core::parquet_file::Codec,
         /// Print the summary as one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -141,12 +145,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             batch_mib,
             batch_records,
             payload_json,
+            compression,
             json,
             no_progress,
             inputs,
         } => {
             let encode = kinesis_lake::core::encode::EncodeOptions {
                 payload_json,
+                compression,
                 ..Default::default()
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -357,6 +357,8 @@ fn help_documents_every_option() {
         "--batch-records",
         "--json",
         "--no-progress",
+        "--compression",
+        "--payload-json",
     ] {
         assert!(help.contains(opt), "{opt} missing from --help:\n{help}");
     }
@@ -506,4 +508,58 @@ fn payload_json_keeps_each_event_as_received() {
         .expect("line")
         .to_string();
     assert_eq!(kept.as_string::<i32>().value(i), line);
+}
+
+#[test]
+fn compression_is_chosen_per_run_and_a_bad_codec_is_refused() {
+    use parquet::basic::Compression;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (codec, want) in [
+        ("snappy", Compression::SNAPPY),
+        ("zstd(5)", Compression::ZSTD(Default::default())),
+    ] {
+        let lake = dir.path().join(codec);
+        let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+            .args(["ingest", "--json", "--compression", codec, "--lake"])
+            .arg(&lake)
+            .arg(fixture("events.ndjson"))
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // every string column that shrinks uses the codec; event_uuid always does
+        // in files of more than one row, and is present in every file
+        let mut seen = 0;
+        for f in files_under(&lake, ".parquet") {
+            let r =
+                SerializedFileReader::new(std::fs::File::open(&f).expect("open")).expect("footer");
+            for rg in r.metadata().row_groups() {
+                for c in rg.columns() {
+                    let used = c.compression();
+                    assert!(
+                        used == Compression::UNCOMPRESSED
+                            || std::mem::discriminant(&used) == std::mem::discriminant(&want),
+                        "{codec}: {} in {} uses {used:?}",
+                        c.column_path(),
+                        f.display()
+                    );
+                    seen += usize::from(used != Compression::UNCOMPRESSED);
+                }
+            }
+        }
+        assert!(seen > 0, "{codec}: no column was compressed at all");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args(["ingest", "--compression", "lz4", "--lake"])
+        .arg(dir.path().join("x"))
+        .arg(fixture("events.ndjson"))
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lz4") && err.contains("snappy"), "{err}");
 }

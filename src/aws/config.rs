@@ -196,6 +196,23 @@ pub fn payload_json(env: &dyn Fn(&str) -> Option<String>) -> Result<bool, Config
     }
 }
 
+/// The Parquet page codec (`LAKE_COMPRESSION`: `zstd` (level 1, the
+/// default), `zstd(N)`, `snappy` or `none`).
+pub fn compression(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<crate::core::parquet_file::Codec, ConfigError> {
+    match var(env, "LAKE_COMPRESSION") {
+        None => Ok(crate::core::parquet_file::Codec::Zstd(1)),
+        Some(v) => {
+            crate::core::parquet_file::Codec::parse(&v).map_err(|why| ConfigError::Invalid {
+                var: "LAKE_COMPRESSION",
+                value: v.clone(),
+                why,
+            })
+        }
+    }
+}
+
 /// Parses a claim lifetime in hours (at least 1: longer than any writer's
 /// lease, which is 20 minutes).
 pub fn parse_ttl_hours(name: &'static str, v: &str) -> Result<u32, ConfigError> {
@@ -516,5 +533,21 @@ mod tests {
         let typo = |k: &str| (k == "LAKE_PAYLOAD_JSON").then(|| "yes".to_string());
         let err = payload_json(&typo).expect_err("typo");
         assert!(err.to_string().contains("LAKE_PAYLOAD_JSON"), "{err}");
+    }
+
+    #[test]
+    fn compression_defaults_to_zstd_and_names_the_choices() {
+        use crate::core::parquet_file::Codec;
+        assert_eq!(compression(&|_| None).expect("default"), Codec::Zstd(1));
+        let snappy = |k: &str| (k == "LAKE_COMPRESSION").then(|| "snappy".to_string());
+        assert_eq!(compression(&snappy).expect("snappy"), Codec::Snappy);
+        let typo = |k: &str| (k == "LAKE_COMPRESSION").then(|| "lz4".to_string());
+        let err = compression(&typo)
+            .expect_err("lz4 is not offered")
+            .to_string();
+        assert!(
+            err.contains("LAKE_COMPRESSION") && err.contains("snappy"),
+            "{err}"
+        );
     }
 }

@@ -55,6 +55,7 @@ async fn main() -> ExitCode {
 async fn run() -> anyhow::Result<()> {
     let function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
     let payload_json = kinesis_lake::aws::config::payload_json(&|k| std::env::var(k).ok())?;
+    let compression = kinesis_lake::aws::config::compression(&|k| std::env::var(k).ok())?;
     match LambdaMode::from_env()? {
         LambdaMode::Aws {
             lake,
@@ -77,6 +78,7 @@ async fn run() -> anyhow::Result<()> {
                 io_concurrency: lake.io_concurrency,
                 encode: EncodeOptions {
                     payload_json,
+                    compression,
                     ..EncodeOptions::default()
                 },
                 ..PipelineConfig::default()
@@ -93,6 +95,7 @@ async fn run() -> anyhow::Result<()> {
             let cfg = PipelineConfig {
                 encode: EncodeOptions {
                     payload_json,
+                    compression,
                     ..EncodeOptions::default()
                 },
                 ..PipelineConfig::default()
