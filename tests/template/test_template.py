@@ -179,6 +179,7 @@ def test_function_environment(tpl: dict) -> None:
     assert is_ref_to(env["LAKE_BUCKET"], bucket_id)
     assert is_ref_to(env["DEDUP_TABLE"], table_id)
     assert is_ref_to(env["LAKE_PREFIX"], "LakePrefix")
+    assert is_ref_to(env["LAKE_COMPRESSION"], "Compression")
     for optional in ("DEDUP_TTL_HOURS", "RUST_LOG"):
         assert optional in env, f"{optional} should be set explicitly"
     ttl, _ = param_or_literal(tpl, env["DEDUP_TTL_HOURS"])
@@ -191,6 +192,18 @@ def test_lake_prefix_contract(tpl: dict) -> None:
     for ok in ("", "lake", "data/lake", "a.b-c_d"):
         assert pattern.fullmatch(ok), ok
     for bad in ("/lake", "lake/", "a//b", "/", "a b"):
+        assert not pattern.fullmatch(bad), bad
+
+
+def test_compression_takes_what_the_function_accepts(tpl: dict) -> None:
+    """LAKE_COMPRESSION: the same choices as the function's parser, so a bad
+    value fails the deployment rather than every cold start."""
+    p = tpl["Parameters"]["Compression"]
+    assert p["Default"] == "zstd"
+    pattern = re.compile(p["AllowedPattern"])
+    for ok in ("zstd", "zstd(1)", "zstd(9)", "zstd(19)", "zstd(22)", "snappy", "none"):
+        assert pattern.fullmatch(ok), ok
+    for bad in ("zstd(0)", "zstd(23)", "lz4", "gzip", "", "ZSTD (3)"):
         assert not pattern.fullmatch(bad), bad
 
 
