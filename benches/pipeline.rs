@@ -46,7 +46,7 @@ use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use kinesis_lake::core::decode::decode;
-use kinesis_lake::core::encode::{EncodeOptions, Row, encode};
+use kinesis_lake::core::encode::{EncodeOptions, Row, add_table_stats, encode};
 use kinesis_lake::core::enrich::{Event, enrich};
 use kinesis_lake::core::parquet_file::Codec;
 use kinesis_lake::core::partition::PartitionKey;
@@ -205,10 +205,7 @@ fn rows_and_stats<'e, 'a>(
         .collect();
     let mut stats = BatchStats::new();
     for (g, group_rows) in grouped.iter().zip(&rows) {
-        let table = stats.entry(table_of(g)).or_default();
-        for r in group_rows {
-            r.add_stats(table);
-        }
+        add_table_stats(group_rows, stats.entry(table_of(g)).or_default());
     }
     (rows, stats)
 }
@@ -286,7 +283,14 @@ impl<'a> Rounds<'a> {
     }
 }
 
-const CODECS: [&str; 4] = ["zstd(1) [default]", "zstd(3)", "snappy", "none"];
+const CODECS: [&str; 6] = [
+    "zstd(1) [default]",
+    "zstd(3)",
+    "zstd(-1)",
+    "zstd(-5)",
+    "snappy",
+    "none",
+];
 
 /// A codec of encode() (the lake's own writer) by label.
 fn codec(label: &str) -> Codec {

@@ -187,16 +187,6 @@ impl<'e, 'a> Row<'e, 'a> {
             .collect();
         Row { event, cells }
     }
-
-    /// Adds this row's values to a table's field statistics.
-    pub fn add_stats(&self, stats: &mut BTreeMap<String, FieldStats>) {
-        for (field, cell) in &self.cells {
-            match stats.get_mut(*field) {
-                Some(s) => s.add(cell),
-                None => stats.entry((*field).to_string()).or_default().add(cell),
-            }
-        }
-    }
 }
 
 /// Adds the values of many rows of one table to its field statistics:
@@ -361,10 +351,7 @@ pub fn encode(
 #[cfg(test)]
 pub(crate) fn stats_of(rows: &[Row<'_, '_>], table: &str) -> crate::core::schema::BatchStats {
     let mut s = crate::core::schema::BatchStats::new();
-    let t = s.entry(table.to_string()).or_default();
-    for r in rows {
-        r.add_stats(t);
-    }
+    add_table_stats(rows, s.entry(table.to_string()).or_default());
     s
 }
 

@@ -22,7 +22,8 @@ pub enum Codec {
     Uncompressed,
     /// Snappy (raw block format, as Parquet specifies).
     Snappy,
-    /// Zstandard at a level (1..=22; 1 is fastest).
+    /// Zstandard at a level: 1..=22, or the fast levels -1..=-7 (faster and
+    /// larger still; every reader decodes them like any zstd frame).
     Zstd(i32),
 }
 
@@ -38,9 +39,9 @@ impl Codec {
         }
         if let Some(level) = t.strip_prefix("zstd(").and_then(|r| r.strip_suffix(')')) {
             return match level.parse::<i32>() {
-                Ok(l) if (1..=22).contains(&l) => Ok(Codec::Zstd(l)),
+                Ok(l) if (1..=22).contains(&l) || (-7..=-1).contains(&l) => Ok(Codec::Zstd(l)),
                 _ => Err(format!(
-                    "zstd level `{level}` is not a number from 1 to 22; use e.g. zstd(1)"
+                    "zstd level `{level}` is not a number from 1 to 22 (or a fast level from -1 to -7); use e.g. zstd(1)"
                 )),
             };
         }

