@@ -23,7 +23,8 @@
 //!   with the dedup claims in memory (`MemStore`) and the files in a folder
 //!   (`FsSink`): separates CPU cost from the embedded store's cost; with
 //!   `--sink mem` no file is written either.
-//! - `loop FILE [--iters N]`: `run_batch` over and over, for a profiler.
+//! - `loop FILE... [--iters N]`: `run_batch` over and over, for a profiler
+//!   (several FILEs: one batch of all their records).
 //!
 //! Every mode ends with one line `RESULT {json}` for scripts.
 
@@ -74,7 +75,7 @@ fn main() -> anyhow::Result<()> {
         "loop" => run_loop(rest),
         "-h" | "--help" | "help" => {
             println!(
-                "usage: pipeline [batch [FILE...] [--iters N] | once FILE | ingest --lake DIR [--store mem|redb] [--sink fs|mem] INPUT... | loop FILE [--iters N]]"
+                "usage: pipeline [batch [FILE...] [--iters N] | once FILE | ingest --lake DIR [--store mem|redb] [--sink fs|mem] INPUT... | loop FILE... [--iters N]]"
             );
             Ok(())
         }
@@ -911,11 +912,15 @@ fn ingest_mem(args: &[String]) -> anyhow::Result<()> {
 
 fn run_loop(args: &[String]) -> anyhow::Result<()> {
     let (pos, iters) = parse_iters(args)?;
-    let path = pos
-        .first()
-        .context("usage: pipeline loop FILE [--iters N]")?;
-    let doc = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-    let records = load_records(&doc)?;
+    if pos.is_empty() {
+        bail!("usage: pipeline loop FILE... [--iters N]");
+    }
+    // several documents make one batch of all their records
+    let mut records = Vec::new();
+    for path in &pos {
+        let doc = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        records.extend(load_records(&doc)?);
+    }
     let rt = single_thread_runtime()?;
     let cfg = PipelineConfig::default();
     let t = Instant::now();

@@ -33,14 +33,31 @@ impl Origin {
     /// record read again (a Lambda retry, or the CLI run again on the same file)
     /// has the same owner, and no other record has it.
     pub fn owner(&self) -> String {
+        let mut s = String::new();
+        self.write_owner(&mut s);
+        s
+    }
+
+    /// Appends [`Origin::owner`] to `out` (one buffer for a whole batch).
+    pub fn write_owner(&self, out: &mut String) {
         match self {
             Origin::Kinesis {
                 stream,
                 shard_id,
                 sequence_number,
                 ..
-            } => format!("kinesis:{stream}/{shard_id}/{sequence_number}"),
-            Origin::File { path, line } => format!("file:{path}#{line}"),
+            } => {
+                for part in ["kinesis:", stream, "/", shard_id, "/", sequence_number] {
+                    out.push_str(part);
+                }
+            }
+            Origin::File { path, line } => {
+                use std::fmt::Write as _;
+                out.push_str("file:");
+                out.push_str(path);
+                // writing to a String cannot fail
+                let _ = write!(out, "#{line}");
+            }
         }
     }
 

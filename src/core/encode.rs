@@ -195,13 +195,33 @@ pub fn add_table_stats<'r, 'e: 'r, 'a: 'e>(
     rows: impl IntoIterator<Item = &'r Row<'e, 'a>>,
     stats: &mut BTreeMap<String, FieldStats>,
 ) {
-    let mut acc: HashMap<&str, FieldStats> = HashMap::new();
+    // Events of one table mostly list the same fields in the same order: the
+    // slot of the field at each position in the previous row is tried first
+    // (one string comparison), the hash map only when it differs.
+    let mut fields: Vec<(&str, FieldStats)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut by_position: Vec<usize> = Vec::new();
     for row in rows {
-        for (field, cell) in &row.cells {
-            acc.entry(*field).or_default().add(cell);
+        for (k, (field, cell)) in row.cells.iter().enumerate() {
+            let slot = match by_position.get(k) {
+                Some(&i) if fields[i].0 == *field => i,
+                _ => {
+                    let i = *index.entry(field).or_insert_with(|| {
+                        fields.push((field, FieldStats::default()));
+                        fields.len() - 1
+                    });
+                    if k < by_position.len() {
+                        by_position[k] = i;
+                    } else {
+                        by_position.push(i);
+                    }
+                    i
+                }
+            };
+            fields[slot].1.add(cell);
         }
     }
-    for (field, s) in acc {
+    for (field, s) in fields {
         match stats.get_mut(field) {
             Some(t) => t.merge(&s),
             None => {
@@ -305,20 +325,38 @@ pub fn encode(
                 filled: 0,
             })
             .collect();
+        // the route of the field at each position in the previous row: rows
+        // of one table mostly repeat their fields in the same order and kinds
+        let mut by_position: Vec<Option<(&str, Kind, usize)>> = Vec::new();
         for (r, row) in rows.iter().enumerate() {
-            for (field, cell) in &row.cells {
+            for (k, (field, cell)) in row.cells.iter().enumerate() {
                 let Some(kind) = cell.kind() else { continue };
-                // the same rule as LakeSchema::route, over this table's columns
-                let slot = match base_slot.get(field) {
-                    Some(&(slot, base)) if fits(base, cell) => Some(slot),
-                    _ => variant_slot.get(&(*field, kind)).copied(),
-                };
-                let Some(slot) = slot else {
-                    return Err(EncodeError::Unrouted {
-                        version: schema.version,
-                        field: (*field).to_string(),
-                        kind,
-                    });
+                let slot = match by_position.get(k) {
+                    Some(&Some((f, kd, slot))) if kd == kind && f == *field => slot,
+                    _ => {
+                        // the same rule as LakeSchema::route, over this table's columns
+                        let base = base_slot.get(field).copied();
+                        let slot = match base {
+                            Some((slot, base)) if fits(base, cell) => Some(slot),
+                            _ => variant_slot.get(&(*field, kind)).copied(),
+                        };
+                        // an int goes to a double base only when small enough:
+                        // that route depends on the value, not just the kind
+                        let cacheable =
+                            !(kind == Kind::Int && matches!(base, Some((_, Kind::Double))));
+                        let Some(slot) = slot else {
+                            return Err(EncodeError::Unrouted {
+                                version: schema.version,
+                                field: (*field).to_string(),
+                                kind,
+                            });
+                        };
+                        if by_position.len() <= k {
+                            by_position.resize(k + 1, None);
+                        }
+                        by_position[k] = cacheable.then_some((*field, kind, slot));
+                        slot
+                    }
                 };
                 let s = &mut slots[slot];
                 if s.filled > r {
@@ -449,6 +487,45 @@ mod tests {
         assert!(a.is_null(2));
         let v = b.column_by_name("amount__v_int").expect("variant");
         assert_eq!(v.as_primitive::<Int64Type>().value(2), 9007199254740993);
+    }
+
+    #[test]
+    fn routes_remembered_by_position_never_send_a_value_astray() {
+        // same field, same position, same kind (int) but different routes:
+        // small ints to the double base, big ones to the int variant
+        let b = encode_lines(&[
+            &ev(r#","amount":1.5,"tag":"a""#),
+            &ev(r#","amount":9007199254740993,"tag":"b""#),
+            &ev(r#","amount":3,"tag":"c""#),
+            &ev(r#","amount":9007199254740995,"tag":"d""#),
+            // fields in another order, then back
+            &ev(r#","tag":"e","amount":4"#),
+            &ev(r#","amount":5,"tag":"f""#),
+        ]);
+        let a = b.column_by_name("amount").expect("amount");
+        let a = a.as_primitive::<Float64Type>();
+        let v = b.column_by_name("amount__v_int").expect("variant");
+        let v = v.as_primitive::<Int64Type>();
+        let base: Vec<Option<f64>> = (0..6).map(|i| a.is_valid(i).then(|| a.value(i))).collect();
+        let variant: Vec<Option<i64>> = (0..6).map(|i| v.is_valid(i).then(|| v.value(i))).collect();
+        assert_eq!(
+            base,
+            [Some(1.5), None, Some(3.0), None, Some(4.0), Some(5.0)]
+        );
+        assert_eq!(
+            variant,
+            [
+                None,
+                Some(9007199254740993),
+                None,
+                Some(9007199254740995),
+                None,
+                None
+            ]
+        );
+        let t = b.column_by_name("tag").expect("tag");
+        let tags: Vec<&str> = (0..6).map(|i| t.as_string::<i32>().value(i)).collect();
+        assert_eq!(tags, ["a", "b", "c", "d", "e", "f"]);
     }
 
     #[test]

@@ -33,9 +33,9 @@ pub const DERIVED_NAMES: [&str; 4] = [
 #[derive(Debug)]
 pub struct Event<'a> {
     /// `event_uuid`, the dedup key.
-    pub event_uuid: String,
+    pub event_uuid: Cow<'a, str>,
     /// `event_name` as sent.
-    pub event_name: String,
+    pub event_name: Cow<'a, str>,
     /// `created_at` in Unix seconds.
     pub created_at: f64,
     /// `created_at` as ISO 8601 UTC (`2024-03-17T10:15:30Z`, with 3, 6 or 9
@@ -133,7 +133,7 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
     }
 }
 
-fn string_of(raw: &RawValue, name: &'static str) -> Result<String, Reject> {
+fn string_of<'a>(raw: &'a RawValue, name: &'static str) -> Result<Cow<'a, str>, Reject> {
     let t = raw.get();
     if t == "null" {
         return Err(Reject::Missing(name));
@@ -147,9 +147,11 @@ fn string_of(raw: &RawValue, name: &'static str) -> Result<String, Reject> {
     }
     let inner = &t[1..t.len() - 1];
     if !inner.contains('\\') {
-        return Ok(inner.to_string());
+        return Ok(Cow::Borrowed(inner));
     }
-    serde_json::from_str::<String>(t).map_err(|e| Reject::InvalidJson(e.to_string()))
+    serde_json::from_str::<String>(t)
+        .map(Cow::Owned)
+        .map_err(|e| Reject::InvalidJson(e.to_string()))
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for whole seconds (years 0001..9999), else chrono.
@@ -216,7 +218,7 @@ pub fn enrich(json: &[u8]) -> Result<Event<'_>, Reject> {
     let mut parts = event_name.split(':');
     let event_type = parts.next().unwrap_or_default().to_string();
     if event_type.is_empty() {
-        return Err(Reject::EmptyEventType(event_name));
+        return Err(Reject::EmptyEventType(event_name.into_owned()));
     }
     let event_subtype = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
     check_part_len("event type", &event_type)?;

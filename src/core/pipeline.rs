@@ -9,7 +9,7 @@
 //! retry it; Lambda does so from the lowest failed sequence number).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -177,7 +177,21 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     let mut out = BatchOutcome::default();
     out.counts.records = n as u64;
     let mut state: Vec<State> = (0..n).map(|_| State::Pending).collect();
-    let owners: Vec<String> = records.iter().map(|r| r.origin.owner()).collect();
+    // every record's owner in one buffer
+    let mut owner_buf = String::with_capacity(n * 64);
+    let mut owner_ends = Vec::with_capacity(n);
+    for r in records {
+        r.origin.write_owner(&mut owner_buf);
+        owner_ends.push(owner_buf.len());
+    }
+    let owners: Vec<&str> = owner_ends
+        .iter()
+        .scan(0, |start, &end| {
+            let s = &owner_buf[*start..end];
+            *start = end;
+            Some(s)
+        })
+        .collect();
 
     // decode, validate, enrich
     let decoded: Vec<Result<Cow<'_, [u8]>, Reject>> =
@@ -198,7 +212,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         .iter()
         .zip(&owners)
         .map(|(e, owner)| match e {
-            Some(e) => Cow::Borrowed(e.event_uuid.as_str()),
+            Some(e) => Cow::Borrowed(e.event_uuid.as_ref()),
             None => Cow::Owned(reject_claim_key(owner)),
         })
         .collect();
@@ -214,12 +228,16 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     }
 
     // one group per partition, plus one for the dead letters; each names its file
-    let mut by_partition: BTreeMap<&PartitionKey, Vec<usize>> = BTreeMap::new();
+    let mut by_partition: foldhash::HashMap<&PartitionKey, Vec<usize>> =
+        foldhash::HashMapExt::new();
     for (i, e) in events.iter().enumerate() {
         if let (Some(e), State::Pending) = (e, &state[i]) {
             by_partition.entry(&e.partition).or_default().push(i);
         }
     }
+    // files in partition order, whatever the hash order
+    let mut by_partition: Vec<(&PartitionKey, Vec<usize>)> = by_partition.into_iter().collect();
+    by_partition.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut groups: Vec<Group> = by_partition
         .into_iter()
         .map(|(p, members)| Group {
@@ -252,7 +270,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         .iter()
         .map(|&i| Claim {
             event_uuid: &claim_keys[i],
-            owner: &owners[i],
+            owner: owners[i],
             object_key: &groups[dest[i]].key,
         })
         .collect();
@@ -281,7 +299,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
                     from_key: &h.object_key,
                     to: Claim {
                         event_uuid: &claim_keys[*i],
-                        owner: &owners[*i],
+                        owner: owners[*i],
                         object_key: &groups[dest[*i]].key,
                     },
                 })
@@ -517,7 +535,7 @@ where
 /// record; returns the claims to transfer.
 async fn resolve_held<O: ObjectSink>(
     held: Vec<(usize, Holder)>,
-    owners: &[String],
+    owners: &[&str],
     sink: &O,
     cfg: &PipelineConfig,
     now_s: i64,
@@ -550,7 +568,7 @@ async fn resolve_held<O: ObjectSink>(
                     h.object_key
                 ))
             }
-            Ok(file_exists) => match resolve(&h, &owners[i], *file_exists, now_s, cfg.lease_secs) {
+            Ok(file_exists) => match resolve(&h, owners[i], *file_exists, now_s, cfg.lease_secs) {
                 Resolution::Duplicate => state[i] = State::Duplicate,
                 Resolution::Transfer => transfers.push((i, h)),
                 Resolution::RetryLater => {
