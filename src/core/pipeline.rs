@@ -194,12 +194,14 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         .collect();
 
     // decode, validate, enrich
-    let decoded: Vec<Result<Cow<'_, [u8]>, Reject>> =
-        records.iter().map(|r| decode(&r.data)).collect();
+    let decoded: Vec<Result<Cow<'_, [u8]>, Reject>> = map_parallel(records, |r| decode(&r.data));
+    let enriched: Vec<Result<Event<'_>, Reject>> = map_parallel(&decoded, |d| {
+        d.as_ref().map_err(Clone::clone).and_then(|b| enrich(b))
+    });
     let mut events: Vec<Option<Event<'_>>> = Vec::with_capacity(n);
     let mut rejects: Vec<(usize, Reject)> = Vec::new();
-    for (i, d) in decoded.iter().enumerate() {
-        match d.as_ref().map_err(Clone::clone).and_then(|b| enrich(b)) {
+    for (i, e) in enriched.into_iter().enumerate() {
+        match e {
             Ok(e) => events.push(Some(e)),
             Err(r) => {
                 tracing::warn!(record = %records[i].origin.describe(), reason_code = r.code(), reason = %r, "record rejected to the dead-letter area");
@@ -350,19 +352,16 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     }
 
     // classify the payloads once; commit a schema version that holds them all
-    let rows: Vec<Vec<Row<'_, '_>>> = groups
-        .iter()
-        .zip(&to_write)
-        .map(|(group, members)| {
-            if group.dead_letters {
-                return Vec::new();
-            }
-            members
-                .iter()
-                .filter_map(|&i| events[i].as_ref().map(Row::new))
-                .collect()
-        })
-        .collect();
+    let group_members: Vec<(&Group, &Vec<usize>)> = groups.iter().zip(&to_write).collect();
+    let rows: Vec<Vec<Row<'_, '_>>> = map_parallel(&group_members, |(group, members)| {
+        if group.dead_letters {
+            return Vec::new();
+        }
+        members
+            .iter()
+            .filter_map(|&i| events[i].as_ref().map(Row::new))
+            .collect()
+    });
     let mut stats = BatchStats::new();
     for group_rows in &rows {
         if let Some(first) = group_rows.first() {
@@ -489,6 +488,37 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         tracing::warn!(record = %records[f.index].origin.describe(), reason = %f.reason, "record not handled; it will be retried");
     }
     out
+}
+
+/// Items below which [`map_parallel`] stays on the calling thread (a Lambda
+/// batch at the smallest memory sizes has one vCPU anyway).
+const PARALLEL_MIN_ITEMS: usize = 64;
+
+/// `items.iter().map(f).collect()`, on every core for big inputs: contiguous
+/// chunks, one per thread, results in input order.
+fn map_parallel<'a, T: Sync, R: Send>(items: &'a [T], f: impl Fn(&'a T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || items.len() < PARALLEL_MIN_ITEMS {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            match h.join() {
+                Ok(part) => out.extend(part),
+                // a panic in `f` is a bug: let it surface as it would have
+                // on this thread
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
 }
 
 /// Runs `build` over the jobs on up to `available_parallelism` threads,
