@@ -135,8 +135,9 @@ impl DedupStore for RedbStore {
             .map(|c| (c.event_uuid.into(), c.owner.into(), c.object_key.into()))
             .collect();
         self.with_table("claim", claims.len(), move |table| {
-            // B-tree work in key order (neighbouring pages stay hot: about
-            // twice as fast as random uuid order); answers in request order.
+            // B-tree work in key order (neighbouring inserts touch the same
+            // pages, where random uuids touch pages all over); answers in
+            // request order.
             // The sort is stable, so of two equal keys the first still wins.
             let mut order: Vec<usize> = (0..owned.len()).collect();
             order.sort_by(|&a, &b| owned[a].0.cmp(&owned[b].0));
