@@ -69,7 +69,7 @@ enum Command {
         #[arg(long)]
         payload_json: bool,
         /// Parquet page compression: zstd (level 1), zstd(N) with N from 1 to
-        /// 22, snappy or none.
+        /// 22 or a fast level from -1 to -7, snappy or none.
         #[arg(long, value_name = "CODEC", default_value = "zstd", value_parser = kinesis_lake::core::parquet_file::Codec::parse)]
         compression: kinesis_lake::core::parquet_file::Codec,
         /// Print the summary as one JSON object instead of a table.

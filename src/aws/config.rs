@@ -197,7 +197,7 @@ pub fn payload_json(env: &dyn Fn(&str) -> Option<String>) -> Result<bool, Config
 }
 
 /// The Parquet page codec (`LAKE_COMPRESSION`: `zstd` (level 1, the
-/// default), `zstd(N)`, `snappy` or `none`).
+/// default), `zstd(N)` (1..=22, or fast levels -1..=-7), `snappy` or `none`).
 pub fn compression(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<crate::core::parquet_file::Codec, ConfigError> {

@@ -201,9 +201,10 @@ def test_compression_takes_what_the_function_accepts(tpl: dict) -> None:
     p = tpl["Parameters"]["Compression"]
     assert p["Default"] == "zstd"
     pattern = re.compile(p["AllowedPattern"])
-    for ok in ("zstd", "zstd(1)", "zstd(9)", "zstd(19)", "zstd(22)", "snappy", "none"):
+    for ok in ("zstd", "zstd(1)", "zstd(9)", "zstd(19)", "zstd(22)", "zstd(-1)", "zstd(-7)",
+               "snappy", "none"):
         assert pattern.fullmatch(ok), ok
-    for bad in ("zstd(0)", "zstd(23)", "lz4", "gzip", "", "ZSTD (3)"):
+    for bad in ("zstd(0)", "zstd(23)", "zstd(-8)", "zstd(-0)", "lz4", "gzip", "", "ZSTD (3)"):
         assert not pattern.fullmatch(bad), bad
 
 
