@@ -194,8 +194,10 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         .collect();
 
     // decode, validate, enrich
-    let decoded: Vec<Result<Cow<'_, [u8]>, Reject>> = map_parallel(records, |r| decode(&r.data));
-    let enriched: Vec<Result<Event<'_>, Reject>> = map_parallel(&decoded, |d| {
+    let parallel = n >= PARALLEL_MIN_RECORDS;
+    let decoded: Vec<Result<Cow<'_, [u8]>, Reject>> =
+        map_parallel(records, parallel, |r| decode(&r.data));
+    let enriched: Vec<Result<Event<'_>, Reject>> = map_parallel(&decoded, parallel, |d| {
         d.as_ref().map_err(Clone::clone).and_then(|b| enrich(b))
     });
     let mut events: Vec<Option<Event<'_>>> = Vec::with_capacity(n);
@@ -353,7 +355,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
 
     // classify the payloads once; commit a schema version that holds them all
     let group_members: Vec<(&Group, &Vec<usize>)> = groups.iter().zip(&to_write).collect();
-    let rows: Vec<Vec<Row<'_, '_>>> = map_parallel(&group_members, |(group, members)| {
+    let rows: Vec<Vec<Row<'_, '_>>> = map_parallel(&group_members, parallel, |(group, members)| {
         if group.dead_letters {
             return Vec::new();
         }
@@ -417,7 +419,13 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
             _ => Err("internal: no schema for a data file; retry".to_string()),
         }
     };
-    let bodies = build_parallel(&jobs, &build);
+    // big enough batches only; a panic while encoding fails that file's
+    // records (retried), not the whole batch
+    let rows_to_encode: usize = jobs.iter().map(|(_, m)| m.len()).sum();
+    let bodies = map_parallel(&jobs, rows_to_encode >= 1000, |(g, members)| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(*g, members)))
+            .unwrap_or_else(|_| Err("internal: encoding a file panicked; retry".to_string()))
+    });
     let mut files: Vec<(usize, Bytes, Vec<usize>)> = Vec::with_capacity(jobs.len());
     for ((g, members), body) in jobs.into_iter().zip(bodies) {
         match body {
@@ -490,75 +498,52 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     out
 }
 
-/// Items below which [`map_parallel`] stays on the calling thread (a Lambda
-/// batch at the smallest memory sizes has one vCPU anyway).
-const PARALLEL_MIN_ITEMS: usize = 64;
+/// Records below which a batch is decoded and enriched on the calling thread
+/// (a Lambda batch at the smallest memory sizes has one vCPU anyway).
+const PARALLEL_MIN_RECORDS: usize = 64;
 
-/// `items.iter().map(f).collect()`, on every core for big inputs: contiguous
-/// chunks, one per thread, results in input order.
-fn map_parallel<'a, T: Sync, R: Send>(items: &'a [T], f: impl Fn(&'a T) -> R + Sync) -> Vec<R> {
+/// `items.iter().map(f).collect()`, on every core when `parallel` and there
+/// is more than one: items are dealt round-robin over the threads (uneven
+/// items, such as files, spread evenly), results come back in input order.
+/// A panic in `f` surfaces here, as it would on this thread.
+fn map_parallel<'a, T: Sync, R: Send>(
+    items: &'a [T],
+    parallel: bool,
+    f: impl Fn(&'a T) -> R + Sync,
+) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || items.len() < PARALLEL_MIN_ITEMS {
+    if !parallel || threads < 2 || items.len() < 2 {
         return items.iter().map(f).collect();
     }
-    let chunk = items.len().div_ceil(threads);
     let f = &f;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        let mut out = Vec::with_capacity(items.len());
-        for h in handles {
-            match h.join() {
-                Ok(part) => out.extend(part),
-                // a panic in `f` is a bug: let it surface as it would have
-                // on this thread
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        out
-    })
-}
-
-/// Runs `build` over the jobs on up to `available_parallelism` threads,
-/// returning the results in job order. Small batches stay on this thread.
-fn build_parallel<F>(jobs: &[(usize, Vec<usize>)], build: &F) -> Vec<Result<Vec<u8>, String>>
-where
-    F: Fn(usize, &[usize]) -> Result<Vec<u8>, String> + Sync,
-{
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let rows: usize = jobs.iter().map(|(_, m)| m.len()).sum();
-    if threads < 2 || jobs.len() < 2 || rows < 1000 {
-        return jobs.iter().map(|(g, m)| build(*g, m)).collect();
-    }
-    // interleave the jobs over the threads, then put the results back in order
-    let mut out: Vec<Option<Result<Vec<u8>, String>>> = (0..jobs.len()).map(|_| None).collect();
+    let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
-                    jobs.iter()
+                    items
+                        .iter()
                         .enumerate()
                         .skip(t)
                         .step_by(threads)
-                        .map(|(j, (g, m))| (j, build(*g, m)))
+                        .map(|(i, item)| (i, f(item)))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        // a panicked thread leaves its jobs at None: reported as failed below
-        for done in handles.into_iter().filter_map(|h| h.join().ok()) {
-            for (j, r) in done {
-                out[j] = Some(r);
+        for h in handles {
+            match h.join() {
+                Ok(done) => {
+                    for (i, r) in done {
+                        out[i] = Some(r);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
     });
-    out.into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| Err("internal: an encoding thread panicked; retry".to_string()))
-        })
-        .collect()
+    // every slot was filled: each index went to exactly one thread
+    out.into_iter().flatten().collect()
 }
 
 /// Checks whether the files of held claims exist and decides for each held
