@@ -15,7 +15,7 @@ use foldhash::{HashMap, HashMapExt as _};
 use serde_json::value::RawValue;
 
 use crate::core::enrich::Event;
-use crate::core::parquet_file::{Codec, Column, ColumnType, CompressError, FileWriter};
+use crate::core::parquet_file::{Codec, Column, ColumnSpec, ColumnType, CompressError, FileWriter};
 use crate::core::schema::{FieldStats, LakeSchema, fits};
 
 /// Failure to build or encode a file. It is a bug or resource limit, never bad
@@ -255,13 +255,6 @@ fn push_cell(col: &mut Column, cell: &Cell<'_>) {
     }
 }
 
-/// A payload column being filled: nulls are added lazily, when the next value
-/// (or the end) comes.
-struct Slot {
-    col: Column,
-    filled: usize,
-}
-
 /// Encodes the rows of one table's partition into Parquet bytes, with the
 /// table's columns of a committed schema that holds every value.
 pub fn encode(
@@ -282,49 +275,47 @@ pub fn encode(
         }
     }
 
-    let mut layout: Vec<(String, ColumnType, bool)> = vec![
-        ("event_uuid".into(), ColumnType::String, true),
-        ("event_name".into(), ColumnType::String, true),
-        ("created_at".into(), ColumnType::Double, true),
-        ("created_datetime".into(), ColumnType::String, true),
+    // the fixed columns (string bytes per row guessed from their usual size),
+    // the optional raw JSON, then the table's payload columns
+    let required = |name: &str, ty, bytes_per_row| ColumnSpec {
+        name: name.to_string(),
+        ty,
+        required: true,
+        bytes_per_row,
+    };
+    let mut specs = vec![
+        required("event_uuid", ColumnType::String, 36),
+        required("event_name", ColumnType::String, 24),
+        required("created_at", ColumnType::Double, 0),
+        required("created_datetime", ColumnType::String, 24),
     ];
     if opts.payload_json {
-        layout.push((PAYLOAD_JSON_COLUMN.into(), ColumnType::String, true));
+        let avg = rows.iter().map(|r| r.event.json.len()).sum::<usize>() / rows.len().max(1);
+        specs.push(required(PAYLOAD_JSON_COLUMN, ColumnType::String, avg));
     }
-    for d in &defs {
-        layout.push((d.name.clone(), column_type(d.kind), false));
-    }
-    let mut file = FileWriter::new(opts.compression, layout);
+    let first_payload = specs.len();
+    specs.extend(defs.iter().map(|d| ColumnSpec {
+        name: d.name.clone(),
+        ty: column_type(d.kind),
+        required: false,
+        bytes_per_row: 0,
+    }));
+    let mut file = FileWriter::new(opts.compression, specs);
 
     for rows in rows.chunks(opts.max_row_group_rows.max(1)) {
         let n = rows.len();
-        let mut uuid = Column::new("event_uuid", ColumnType::String, true, n, n * 36);
-        let mut name = Column::new("event_name", ColumnType::String, true, n, n * 24);
-        let mut created_at = Column::new("created_at", ColumnType::Double, true, n, 0);
-        let mut created_dt = Column::new("created_datetime", ColumnType::String, true, n, n * 24);
+        let mut cols = file.new_columns(n);
+        let (fixed, payload) = cols.split_at_mut(first_payload);
         for r in rows {
-            uuid.push_str(&r.event.event_uuid);
-            name.push_str(&r.event.event_name);
-            created_at.push_f64(r.event.created_at);
-            created_dt.push_str(&r.event.created_datetime);
-        }
-        let mut fixed = vec![uuid, name, created_at, created_dt];
-        if opts.payload_json {
-            let bytes = rows.iter().map(|r| r.event.json.len()).sum();
-            let mut raw = Column::new(PAYLOAD_JSON_COLUMN, ColumnType::String, true, n, bytes);
-            for r in rows {
+            fixed[0].push_str(&r.event.event_uuid);
+            fixed[1].push_str(&r.event.event_name);
+            fixed[2].push_f64(r.event.created_at);
+            fixed[3].push_str(&r.event.created_datetime);
+            if let Some(raw) = fixed.get_mut(4) {
                 raw.push_str(&String::from_utf8_lossy(r.event.json));
             }
-            fixed.push(raw);
         }
 
-        let mut slots: Vec<Slot> = defs
-            .iter()
-            .map(|c| Slot {
-                col: Column::new(&c.name, column_type(c.kind), false, n, 0),
-                filled: 0,
-            })
-            .collect();
         // the route of the field at each position in the previous row: rows
         // of one table mostly repeat their fields in the same order and kinds
         let mut by_position: Vec<Option<(&str, Kind, usize)>> = Vec::new();
@@ -358,21 +349,20 @@ pub fn encode(
                         slot
                     }
                 };
-                let s = &mut slots[slot];
-                if s.filled > r {
+                // nulls are added lazily, when a column's next value comes
+                let col = &mut payload[slot];
+                if col.len() > r {
                     // a field twice in one row cannot happen (keys are unique)
                     continue;
                 }
-                s.col.push_nulls(r - s.filled);
-                push_cell(&mut s.col, cell);
-                s.filled = r + 1;
+                col.push_nulls(r - col.len());
+                push_cell(col, cell);
             }
         }
-        for s in &mut slots {
-            s.col.push_nulls(n - s.filled);
+        for col in payload.iter_mut() {
+            col.push_nulls(n - col.len());
         }
-        fixed.extend(slots.into_iter().map(|s| s.col));
-        file.write_row_group(&fixed)?;
+        file.write_row_group(&cols)?;
     }
 
     let version = schema.version.to_string();

@@ -296,11 +296,24 @@ impl Column {
     }
 }
 
+/// One column of a file's schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnSpec {
+    /// Column name.
+    pub name: String,
+    /// Physical type.
+    pub ty: ColumnType,
+    /// Whether every row has a value (no definition levels).
+    pub required: bool,
+    /// Bytes of string data to reserve per row (a guess; 0 for no guess).
+    pub bytes_per_row: usize,
+}
+
 /// A Parquet file being written in memory.
 pub struct FileWriter {
     out: Vec<u8>,
     codec: Codec,
-    schema: Vec<(String, ColumnType, bool)>,
+    schema: Vec<ColumnSpec>,
     row_groups: Vec<RowGroupMeta>,
     rows: i64,
     /// A page before and after compression, reused.
@@ -430,8 +443,8 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 impl FileWriter {
-    /// A file with these columns (name, type, required), in order.
-    pub fn new(codec: Codec, schema: Vec<(String, ColumnType, bool)>) -> FileWriter {
+    /// A file with these columns, in order.
+    pub fn new(codec: Codec, schema: Vec<ColumnSpec>) -> FileWriter {
         let mut out = Vec::with_capacity(4096);
         out.extend_from_slice(b"PAR1");
         FileWriter {
@@ -445,8 +458,17 @@ impl FileWriter {
         }
     }
 
+    /// Empty columns of this file's schema, in order, with room for `rows`.
+    pub fn new_columns(&self, rows: usize) -> Vec<Column> {
+        self.schema
+            .iter()
+            .map(|c| Column::new(&c.name, c.ty, c.required, rows, rows * c.bytes_per_row))
+            .collect()
+    }
+
     /// Writes one row group. The columns match the schema given to
-    /// [`FileWriter::new`], in order, with the same number of rows each.
+    /// [`FileWriter::new`], in order (as [`FileWriter::new_columns`] makes
+    /// them), with the same number of rows each.
     pub fn write_row_group(&mut self, columns: &[Column]) -> Result<(), CompressError> {
         let rows = columns.first().map_or(0, Column::len);
         let offset = self.out.len() as i64;
@@ -563,12 +585,12 @@ impl FileWriter {
         t.binary(4, b"schema");
         t.i32(5, self.schema.len() as i32);
         t.elem_end();
-        for (name, ty, required) in &self.schema {
+        for c in &self.schema {
             t.elem_begin();
-            t.i32(1, ty.thrift_id());
-            t.i32(3, if *required { 0 } else { 1 });
-            t.binary(4, name.as_bytes());
-            if *ty == ColumnType::String {
+            t.i32(1, c.ty.thrift_id());
+            t.i32(3, if c.required { 0 } else { 1 });
+            t.binary(4, c.name.as_bytes());
+            if c.ty == ColumnType::String {
                 t.i32(6, 0); // converted type UTF8
                 t.struct_begin(10); // logical type: STRING
                 t.struct_begin(1);
@@ -790,9 +812,14 @@ mod tests {
         vec![b, i, d, s]
     }
 
-    fn schema_of(cols: &[Column]) -> Vec<(String, ColumnType, bool)> {
+    fn schema_of(cols: &[Column]) -> Vec<ColumnSpec> {
         cols.iter()
-            .map(|c| (c.name.clone(), c.ty, c.required))
+            .map(|c| ColumnSpec {
+                name: c.name.clone(),
+                ty: c.ty,
+                required: c.required,
+                bytes_per_row: 0,
+            })
             .collect()
     }
 
@@ -957,15 +984,18 @@ mod tests {
 
     #[test]
     fn row_groups_follow_one_another() {
-        let mut w = FileWriter::new(
-            Codec::Zstd(3),
-            vec![("i".to_string(), ColumnType::Int64, false)],
-        );
+        let spec = ColumnSpec {
+            name: "i".to_string(),
+            ty: ColumnType::Int64,
+            required: false,
+            bytes_per_row: 0,
+        };
+        let mut w = FileWriter::new(Codec::Zstd(3), vec![spec]);
         for g in 0..3i64 {
-            let mut c = Column::new("i", ColumnType::Int64, false, 2, 0);
-            c.push_i64(g);
-            c.push_nulls(1);
-            w.write_row_group(&[c]).expect("write");
+            let mut cols = w.new_columns(2);
+            cols[0].push_i64(g);
+            cols[0].push_nulls(1);
+            w.write_row_group(&cols).expect("write");
         }
         let bytes = w.finish("t", &[]);
         assert_eq!(meta(&bytes).metadata().num_row_groups(), 3);
