@@ -144,12 +144,19 @@ impl DedupStore for RedbStore {
             let mut out: Vec<Option<ClaimOutcome>> = (0..owned.len()).map(|_| None).collect();
             for i in order {
                 let (uuid, owner, key) = &owned[i];
-                let held = table.get(uuid.as_str())?.map(|g| holder_of(g.value()));
-                out[i] = Some(match held {
-                    Some(h) => ClaimOutcome::Held(h),
-                    None => {
-                        table.insert(uuid.as_str(), (owner.as_str(), key.as_str(), now))?;
-                        ClaimOutcome::Claimed
+                // one B-tree walk for the usual case (not claimed yet): insert,
+                // and put the holder back in the rare case there was one
+                let previous = table
+                    .insert(uuid.as_str(), (owner.as_str(), key.as_str(), now))?
+                    .map(|g| holder_of(g.value()));
+                out[i] = Some(match previous {
+                    None => ClaimOutcome::Claimed,
+                    Some(h) => {
+                        table.insert(
+                            uuid.as_str(),
+                            (h.owner.as_str(), h.object_key.as_str(), h.claimed_at),
+                        )?;
+                        ClaimOutcome::Held(h)
                     }
                 });
             }
@@ -258,6 +265,18 @@ mod tests {
             })
             .collect();
         assert_eq!(got, ["claimed", "claimed", "held by o1", "claimed"]);
+        // the losing claim left the holder as it was
+        let h = s.holder("zz").expect("read").expect("claimed");
+        assert_eq!(
+            (h.owner.as_str(), h.object_key.as_str(), h.claimed_at),
+            ("o1", "k1", 5)
+        );
+        let later = s.claim(&[claim("zz", "o9", "k9")], 9).await;
+        assert!(matches!(&later[0], Ok(ClaimOutcome::Held(h)) if h.owner == "o1"));
+        assert_eq!(
+            s.holder("zz").expect("read").map(|h| h.owner),
+            Some("o1".into())
+        );
     }
 
     #[tokio::test]
