@@ -283,11 +283,12 @@ pub fn encode(
         required: true,
         bytes_per_row,
     };
+    let [uuid, name, created_at, created_datetime] = FIXED_COLUMN_NAMES;
     let mut specs = vec![
-        required("event_uuid", ColumnType::String, 36),
-        required("event_name", ColumnType::String, 24),
-        required("created_at", ColumnType::Double, 0),
-        required("created_datetime", ColumnType::String, 24),
+        required(uuid, ColumnType::String, 36),
+        required(name, ColumnType::String, 24),
+        required(created_at, ColumnType::Double, 0),
+        required(created_datetime, ColumnType::String, 24),
     ];
     if opts.payload_json {
         let avg = rows.iter().map(|r| r.event.json.len()).sum::<usize>() / rows.len().max(1);
