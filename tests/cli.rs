@@ -16,15 +16,20 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn ingest(lake: &Path, inputs: &[PathBuf]) -> (Value, Output) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+/// Runs `kinesis-lake ingest OPTIONS --lake LAKE INPUT...`.
+fn run_ingest(options: &[&str], lake: &Path, inputs: &[PathBuf]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
         .arg("ingest")
+        .args(options)
         .arg("--lake")
         .arg(lake)
-        .arg("--json")
         .args(inputs)
         .output()
-        .expect("the binary runs");
+        .expect("the binary runs")
+}
+
+fn ingest(lake: &Path, inputs: &[PathBuf]) -> (Value, Output) {
+    let out = run_ingest(&["--json"], lake, inputs);
     assert!(
         out.status.success(),
         "ingest failed: {}",
@@ -492,12 +497,11 @@ fn schema_command_shows_tables_columns_and_history() {
 fn payload_json_keeps_each_event_as_received() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lake = dir.path().join("lake");
-    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
-        .args(["ingest", "--payload-json", "--json", "--lake"])
-        .arg(&lake)
-        .arg(fixture("events.ndjson"))
-        .output()
-        .expect("runs");
+    let out = run_ingest(
+        &["--payload-json", "--json"],
+        &lake,
+        &[fixture("events.ndjson")],
+    );
     assert!(out.status.success());
     let (_, b, i) = row_of(&lake, &uuid(2));
     let kept = b.column_by_name("payload_json").expect("payload_json");
@@ -520,12 +524,11 @@ fn compression_is_chosen_per_run_and_a_bad_codec_is_refused() {
         ("zstd(5)", Compression::ZSTD(Default::default())),
     ] {
         let lake = dir.path().join(codec);
-        let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
-            .args(["ingest", "--json", "--compression", codec, "--lake"])
-            .arg(&lake)
-            .arg(fixture("events.ndjson"))
-            .output()
-            .expect("runs");
+        let out = run_ingest(
+            &["--json", "--compression", codec],
+            &lake,
+            &[fixture("events.ndjson")],
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -553,12 +556,11 @@ fn compression_is_chosen_per_run_and_a_bad_codec_is_refused() {
         }
         assert!(seen > 0, "{codec}: no column was compressed at all");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
-        .args(["ingest", "--compression", "lz4", "--lake"])
-        .arg(dir.path().join("x"))
-        .arg(fixture("events.ndjson"))
-        .output()
-        .expect("runs");
+    let out = run_ingest(
+        &["--compression", "lz4"],
+        &dir.path().join("x"),
+        &[fixture("events.ndjson")],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lz4") && err.contains("snappy"), "{err}");
