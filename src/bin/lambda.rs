@@ -66,13 +66,12 @@ async fn run() -> anyhow::Result<()> {
                 sink.ensure_bucket().await?;
                 store.ensure_table().await?;
             }
-            store
-                .check()
-                .await
+            // both start-up checks at once: one round trip of cold start, not two
+            let (table_checked, lake_checked) =
+                tokio::join!(store.check(), sink.check(&lake.prefix));
+            table_checked
                 .with_context(|| format!("checking the dedup table DEDUP_TABLE={}", lake.table))?;
-            sink.check(&lake.prefix)
-                .await
-                .with_context(|| format!("checking the lake {}", lake.url()))?;
+            lake_checked.with_context(|| format!("checking the lake {}", lake.url()))?;
             let cfg = PipelineConfig {
                 prefix: lake.prefix.clone(),
                 io_concurrency: lake.io_concurrency,
