@@ -18,7 +18,8 @@
 # Environment: BENCH_RUNS (3), BENCH_EVENTS (100000), BENCH_ITERS (15),
 # BENCH_BIG=0 (skip the in-process run on all documents as one batch),
 # BENCH_STARTS (10), BENCH_NO_BUILD=1 (use the binaries in target/release as
-# they are), BENCH_KEEP=1 (keep the temporary folder with inputs and lakes),
+# they are), BENCH_SETTLE (90: seconds to wait at most for the load average to
+# fall after the build), BENCH_KEEP=1 (keep the temporary folder with inputs and lakes),
 # BENCH_OUT (target/bench: logs and JSON results).
 set -euo pipefail
 
@@ -95,7 +96,20 @@ trap cleanup EXIT
 mkdir -p "$OUT"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 
+# The release build just ran on every core and the 1-minute load average
+# remembers it: wait (up to BENCH_SETTLE seconds, default 90) for it to fall
+# below half the cores, so that the first measurements do not start on a
+# machine that only looks busy.
+settle="${BENCH_SETTLE:-90}"
+[[ "$settle" =~ ^[0-9]+$ ]] || die "BENCH_SETTLE must be a number of seconds, got '$settle'"
+waited=0
 read -r load1 _ < /proc/loadavg
+while (( waited < settle )) && awk -v l="$load1" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; do
+    sleep 5
+    waited=$((waited + 5))
+    read -r load1 _ < /proc/loadavg
+done
+(( waited == 0 )) || log "waited ${waited}s for the load average to settle (now $load1)"
 if awk -v l="$load1" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
     log "WARNING: load average $load1 on $(nproc) cores: other work is running; numbers will be noisy"
 fi
