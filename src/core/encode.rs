@@ -394,12 +394,7 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     fn read(bytes: Vec<u8>) -> RecordBatch {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
-            .expect("parquet footer")
-            .build()
-            .expect("reader");
-        let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
-        arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
+        crate::core::parquet_file::tests::read(&bytes)
     }
 
     /// Plans a schema from the lines (from `base`) and encodes them with it.

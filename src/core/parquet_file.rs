@@ -763,7 +763,7 @@ fn zigzag(v: i64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use arrow::array::{Array, AsArray, RecordBatch};
     use arrow::datatypes::{DataType, Float64Type, Int64Type};
@@ -773,7 +773,9 @@ mod tests {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::file::statistics::Statistics;
 
-    fn read(bytes: &[u8]) -> RecordBatch {
+    /// Test helper (also for `core::encode`): a file read back with the
+    /// parquet crate, all row groups as one batch.
+    pub(crate) fn read(bytes: &[u8]) -> RecordBatch {
         let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(bytes))
             .expect("a footer the parquet crate accepts")
             .build()
