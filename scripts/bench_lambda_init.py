@@ -158,13 +158,18 @@ def start_once(binary, env, timeout=10.0):
         except OSError:
             pass
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        server.shutdown()
-        server.server_close()
-        err.close()
+        stop(proc, server, err)
     return init, rss, state.calls, first_aws
+
+
+def stop(proc, server, err):
+    """Kills the function if it still runs, then the stub Runtime API."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    server.shutdown()
+    server.server_close()
+    err.close()
 
 
 def peak_rss_kib(pid):
@@ -200,12 +205,7 @@ def invoke_once(binary, env, event_path, timeout=120.0):
         time.sleep(0.2)  # let it go back to `next`
         peak = peak_rss_kib(proc.pid)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        server.shutdown()
-        server.server_close()
-        err.close()
+        stop(proc, server, err)
     return took, peak, state.response
 
 
