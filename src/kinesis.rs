@@ -58,12 +58,44 @@ pub struct KinesisEventRecord {
     pub kinesis: KinesisRecord,
 }
 
+/// A record's data: the producer's bytes, decoded from the base64 Lambda
+/// sends while the event is parsed (the base64 text is not copied first).
+/// Data that is not base64 is kept as given, so that the pipeline
+/// dead-letters it rather than losing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KinesisData(pub Vec<u8>);
+
+impl<'de> Deserialize<'de> for KinesisData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Base64Text;
+        impl serde::de::Visitor<'_> for Base64Text {
+            type Value = KinesisData;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the record's data as a base64 string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<KinesisData, E> {
+                let decoded = base64::engine::general_purpose::STANDARD.decode(s.as_bytes());
+                Ok(KinesisData(
+                    decoded.unwrap_or_else(|_| s.as_bytes().to_vec()),
+                ))
+            }
+        }
+        d.deserialize_str(Base64Text)
+    }
+}
+
+impl Serialize for KinesisData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
 /// The Kinesis part of a record.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KinesisRecord {
-    /// The producer's data, base64-encoded.
-    pub data: String,
+    /// The producer's data (base64 in the event).
+    pub data: KinesisData,
     /// The record's sequence number within its shard.
     #[serde(default)]
     pub sequence_number: String,
@@ -103,13 +135,8 @@ pub fn raw_record(index: usize, rec: KinesisEventRecord) -> Result<RawRecord, Ki
         .as_deref()
         .and_then(|id| id.split_once(':').map(|(s, _)| s.to_string()))
         .unwrap_or_default();
-    // Lambda always base64-encodes; data that is not base64 is kept as given,
-    // so the pipeline dead-letters it rather than losing it
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(rec.kinesis.data.as_bytes())
-        .unwrap_or_else(|_| rec.kinesis.data.into_bytes());
     Ok(RawRecord {
-        data,
+        data: rec.kinesis.data.0,
         origin: Origin::Kinesis {
             stream: stream_name(rec.event_source_arn.as_deref()),
             shard_id,
