@@ -519,16 +519,23 @@ fn compression_is_chosen_per_run_and_a_bad_codec_is_refused() {
     use parquet::basic::Compression;
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let dir = tempfile::tempdir().expect("tempdir");
+    // enough rows for pages above the writer's small-page limit
+    let input = dir.path().join("in.ndjson");
+    let lines: String = (0..100)
+        .map(|i| {
+            format!(
+                "{{\"event_uuid\":\"u-{i}\",\"event_name\":\"a:b\",\"created_at\":{},\"note\":\"the same words again\"}}\n",
+                1_700_000_000 + i
+            )
+        })
+        .collect();
+    std::fs::write(&input, lines).expect("write input");
     for (codec, want) in [
         ("snappy", Compression::SNAPPY),
         ("zstd(5)", Compression::ZSTD(Default::default())),
     ] {
         let lake = dir.path().join(codec);
-        let out = run_ingest(
-            &["--json", "--compression", codec],
-            &lake,
-            &[fixture("events.ndjson")],
-        );
+        let out = run_ingest(&["--json", "--compression", codec], &lake, &[input.clone()]);
         assert!(
             out.status.success(),
             "{}",
