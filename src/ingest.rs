@@ -77,20 +77,40 @@ enum Read {
 }
 
 /// Reads the files into batches on its own thread, one batch ahead of the
-/// pipeline: parsing the next documents overlaps processing this batch.
+/// pipeline: parsing the next documents overlaps processing this batch. Up to
+/// one file per core is opened ahead, each on a thread of its own (a Kinesis
+/// event document is parsed whole when opened), and their records are taken
+/// in file order.
 fn spawn_reader(
     files: Vec<PathBuf>,
     limits: BatchLimits,
 ) -> tokio::sync::mpsc::Receiver<Result<Read, InputError>> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let ahead = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::spawn(move || {
         let mut batch: Vec<RawRecord> = Vec::new();
         let mut batch_bytes = 0usize;
         let mut done_bytes = 0u64;
         // a send fails only when the receiver is gone: then stop reading
         let send = |m| tx.blocking_send(m).is_ok();
-        for file in &files {
-            let records = match FileRecords::open(file) {
+        let mut to_open = files.into_iter();
+        let mut opening = std::collections::VecDeque::new();
+        loop {
+            while opening.len() < ahead {
+                let Some(file) = to_open.next() else { break };
+                let path = file.clone();
+                opening.push_back((file, std::thread::spawn(move || FileRecords::open(&path))));
+            }
+            let Some((file, opened)) = opening.pop_front() else {
+                break;
+            };
+            let opened = opened.join().unwrap_or_else(|_| {
+                Err(InputError::Io {
+                    path: file.clone(),
+                    source: std::io::Error::other("the thread reading it panicked"),
+                })
+            });
+            let records = match opened {
                 Ok(r) => r,
                 Err(e) => {
                     send(Err(e));
@@ -116,7 +136,7 @@ fn spawn_reader(
                     batch_bytes = 0;
                 }
             }
-            done_bytes += std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+            done_bytes += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             if !send(Ok(Read::Progress(done_bytes))) {
                 return;
             }
