@@ -60,6 +60,11 @@ use kinesis_lake::{PipelineConfig, RawRecord, run_batch};
 
 const DEFAULT_ITERS: usize = 15;
 
+/// mimalloc: per-event allocations are a tenth of a batch's time with the
+/// system allocator (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; ignore it.
     let args: Vec<String> = std::env::args()

@@ -26,6 +26,11 @@ struct Cli {
     command: Command,
 }
 
+/// mimalloc: per-event allocations are a tenth of a batch's time with the
+/// system allocator (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Subcommand)]
 enum Command {
     /// Ingest NDJSON files or Lambda Kinesis event documents into a lake.

@@ -30,6 +30,11 @@ use kinesis_lake::local::{FsSink, RedbStore, redb_store};
 /// Time kept back from the invocation's deadline for answering Lambda.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(1500);
 
+/// mimalloc: per-event allocations are a tenth of a batch's time with the
+/// system allocator (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
