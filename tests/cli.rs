@@ -535,7 +535,11 @@ fn compression_is_chosen_per_run_and_a_bad_codec_is_refused() {
         ("zstd(5)", Compression::ZSTD(Default::default())),
     ] {
         let lake = dir.path().join(codec);
-        let out = run_ingest(&["--json", "--compression", codec], &lake, &[input.clone()]);
+        let out = run_ingest(
+            &["--json", "--compression", codec],
+            &lake,
+            std::slice::from_ref(&input),
+        );
         assert!(
             out.status.success(),
             "{}",
