@@ -140,11 +140,16 @@ impl FileRecords {
             Format::KinesisEvent => {
                 let mut buf = Vec::new();
                 reader.read_to_end(&mut buf).map_err(io(path))?;
-                let event: KinesisEvent =
-                    serde_json::from_slice(&buf).map_err(|e| InputError::KinesisDocument {
-                        path: path.to_path_buf(),
-                        message: e.to_string(),
-                    })?;
+                // UTF-8 checked once for the document, not string by string
+                // (invalid input is parsed from the bytes, to say where)
+                let parsed = match std::str::from_utf8(&buf) {
+                    Ok(text) => serde_json::from_str::<KinesisEvent>(text),
+                    Err(_) => serde_json::from_slice::<KinesisEvent>(&buf),
+                };
+                let event = parsed.map_err(|e| InputError::KinesisDocument {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
                 let records = raw_records(event).map_err(|e| InputError::KinesisDocument {
                     path: path.to_path_buf(),
                     message: e.to_string(),
