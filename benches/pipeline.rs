@@ -60,12 +60,13 @@ use kinesis_lake::{PipelineConfig, RawRecord, run_batch};
 
 const DEFAULT_ITERS: usize = 15;
 
-/// mimalloc: per-event allocations are a tenth of a batch's time with the
-/// system allocator (BENCHMARKS.md).
+/// mimalloc: per-event allocations were a tenth of a batch's time with the
+/// system allocator (BENCHMARKS.md); settings in `kinesis_lake::allocator`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    kinesis_lake::allocator::keep_freed_memory();
     // `cargo bench` passes `--bench`; ignore it.
     let args: Vec<String> = std::env::args()
         .skip(1)

@@ -7,8 +7,10 @@
 //!   [`aws`] (S3 lake, DynamoDB dedup store, Lambda invocation, metrics),
 //!   [`local`] (folder lake, embedded dedup store, input files),
 //!   [`memory`] (in-memory store and sink for tests and benchmarks).
+//! - [`allocator`]: the binaries' allocator settings.
 //! - [`ingest`]: runs inputs through the pipeline in batches (the CLI's job).
 
+pub mod allocator;
 pub mod aws;
 pub mod core;
 pub mod ddl;

@@ -26,8 +26,8 @@ struct Cli {
     command: Command,
 }
 
-/// mimalloc: per-event allocations are a tenth of a batch's time with the
-/// system allocator (BENCHMARKS.md).
+/// mimalloc: per-event allocations were a tenth of a batch's time with the
+/// system allocator (BENCHMARKS.md); settings in `kinesis_lake::allocator`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -125,6 +125,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    kinesis_lake::allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -30,13 +30,14 @@ use kinesis_lake::local::{FsSink, RedbStore, redb_store};
 /// Time kept back from the invocation's deadline for answering Lambda.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(1500);
 
-/// mimalloc: per-event allocations are a tenth of a batch's time with the
-/// system allocator (BENCHMARKS.md).
+/// mimalloc: per-event allocations were a tenth of a batch's time with the
+/// system allocator (BENCHMARKS.md); settings in `kinesis_lake::allocator`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    kinesis_lake::allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
