@@ -74,7 +74,7 @@ impl<'de> Deserialize<'de> for KinesisData {
                 f.write_str("the record's data as a base64 string")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<KinesisData, E> {
-                let decoded = base64::engine::general_purpose::STANDARD.decode(s.as_bytes());
+                let decoded = base64_simd::STANDARD.decode_to_vec(s.as_bytes());
                 Ok(KinesisData(
                     decoded.unwrap_or_else(|_| s.as_bytes().to_vec()),
                 ))
