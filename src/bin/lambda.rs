@@ -30,14 +30,12 @@ use kinesis_lake::local::{FsSink, RedbStore, redb_store};
 /// Time kept back from the invocation's deadline for answering Lambda.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(1500);
 
-/// mimalloc: per-event allocations were a tenth of a batch's time with the
-/// system allocator (BENCHMARKS.md); settings in `kinesis_lake::allocator`.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
+// The system allocator, unlike the CLI's mimalloc: with mimalloc this
+// process peaked at 75 MiB on a 6 MB batch instead of 25 MiB, and its
+// cold start took ~4 ms longer (BENCHMARKS.md); memory and init are what a
+// Lambda function pays for.
 #[tokio::main]
 async fn main() -> ExitCode {
-    kinesis_lake::allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
