@@ -797,25 +797,8 @@ mod tests {
     /// event_uuid -> number of rows in the lake
     fn lake_rows(sink: &MemSink) -> HashMap<String, usize> {
         let mut rows = HashMap::new();
-        for (key, body) in sink.objects() {
-            if !key.ends_with(".parquet") {
-                continue;
-            }
-            let reader = ParquetRecordBatchReaderBuilder::try_new(body)
-                .expect("footer")
-                .build()
-                .expect("reader");
-            for b in reader {
-                let b = b.expect("batch");
-                let col = b
-                    .column_by_name("event_uuid")
-                    .expect("event_uuid")
-                    .as_string::<i32>()
-                    .clone();
-                for u in col.iter().flatten() {
-                    *rows.entry(u.to_string()).or_insert(0) += 1;
-                }
-            }
+        for u in files_with(sink, "").into_iter().flatten() {
+            *rows.entry(u).or_insert(0) += 1;
         }
         rows
     }
