@@ -455,11 +455,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         let schema = prepared.schema.as_ref().ok().and_then(Option::as_deref);
         let rows_again = again.iter().map(|&g| to_write[g].len()).sum::<usize>();
         let encoded = map_parallel(&again, rows_again >= ENCODE_PARALLEL_MIN_ROWS, |&g| {
-            let rows: Vec<Row<'_, '_>> = to_write[g]
-                .iter()
-                .filter_map(|&i| events[i].as_ref().map(Row::new))
-                .collect();
-            encode_file(&groups[g], &rows, schema, cfg)
+            encode_file(&groups[g], &rows_of(&to_write[g], &events), schema, cfg)
         });
         bodies.extend(again.into_iter().zip(encoded));
     }
@@ -565,10 +561,7 @@ async fn prepare<'e, 'a, O: ObjectSink>(
         if group.dead_letters {
             return Vec::new();
         }
-        members
-            .iter()
-            .filter_map(|&i| events[i].as_ref().map(Row::new))
-            .collect()
+        rows_of(members, events)
     });
     let mut stats = BatchStats::new();
     for group_rows in &rows {
@@ -606,6 +599,14 @@ async fn prepare<'e, 'a, O: ObjectSink>(
         bodies,
         sink_ms,
     }
+}
+
+/// The members' events, each with its payload classified.
+fn rows_of<'e, 'a>(members: &[usize], events: &'e [Option<Event<'a>>]) -> Vec<Row<'e, 'a>> {
+    members
+        .iter()
+        .filter_map(|&i| events[i].as_ref().map(Row::new))
+        .collect()
 }
 
 /// Encodes one group's data file. A panic while encoding fails this file's
