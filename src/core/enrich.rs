@@ -8,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
 
+use crate::core::decode::json_from_bytes;
 use crate::core::partition::{MAX_ESCAPED_VALUE_BYTES, PartitionKey, hive_escape};
 use crate::core::reject::Reject;
 
@@ -183,13 +184,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 /// bytes, keys borrowed unless escaped, no map or hashing for the usual
 /// 10-30 top-level fields.
 pub fn enrich(json: &[u8]) -> Result<Event<'_>, Reject> {
-    // UTF-8 checked once for the whole event, not string by string; invalid
-    // input is parsed from the bytes so that the error says where
-    let parsed = match std::str::from_utf8(json) {
-        Ok(text) => serde_json::from_str::<Fields<'_>>(text),
-        Err(_) => serde_json::from_slice::<Fields<'_>>(json),
-    };
-    let fields = match parsed {
+    let fields = match json_from_bytes::<Fields<'_>>(json) {
         Ok(f) => f.0,
         Err(e) => {
             return match serde_json::from_slice::<&RawValue>(json) {

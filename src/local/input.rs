@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use crate::core::decode::json_from_bytes;
 use crate::kinesis::{KinesisEvent, raw_records};
 use crate::record::{Origin, RawRecord};
 
@@ -140,15 +141,11 @@ impl FileRecords {
             Format::KinesisEvent => {
                 let mut buf = Vec::new();
                 reader.read_to_end(&mut buf).map_err(io(path))?;
-                // UTF-8 checked once for the document, not string by string
-                // (invalid input is parsed from the bytes, to say where)
-                let parsed = match std::str::from_utf8(&buf) {
-                    Ok(text) => serde_json::from_str::<KinesisEvent>(text),
-                    Err(_) => serde_json::from_slice::<KinesisEvent>(&buf),
-                };
-                let event = parsed.map_err(|e| InputError::KinesisDocument {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
+                let event = json_from_bytes::<KinesisEvent>(&buf).map_err(|e| {
+                    InputError::KinesisDocument {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    }
                 })?;
                 let records = raw_records(event).map_err(|e| InputError::KinesisDocument {
                     path: path.to_path_buf(),
