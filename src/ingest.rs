@@ -194,3 +194,73 @@ pub async fn ingest<S: DedupStore, O: ObjectSink>(
         failures,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{MemSink, MemStore};
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    #[tokio::test]
+    async fn records_of_many_files_keep_file_order_and_the_first_copy_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // more files than cores: some are opened while others are read
+        let files: [&[(&str, i64)]; 5] = [
+            &[("u1", 1), ("u2", 1)],
+            &[("u3", 2), ("u1", 2)],
+            &[("u4", 3)],
+            &[("u5", 4), ("u3", 4)],
+            &[("u6", 5)],
+        ];
+        for (k, events) in files.iter().enumerate() {
+            let lines: String = events
+                .iter()
+                .map(|(u, v)| {
+                    format!(
+                        "{{\"event_uuid\":\"{u}\",\"event_name\":\"a:b\",\"created_at\":1700000000,\"v\":{v}}}\n"
+                    )
+                })
+                .collect();
+            std::fs::write(dir.path().join(format!("{k}.ndjson")), lines).expect("write");
+        }
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        let summary = ingest(
+            &[dir.path().to_path_buf()],
+            &store,
+            &sink,
+            &PipelineConfig::default(),
+            &BatchLimits::default(),
+            &|_| {},
+        )
+        .await
+        .expect("ingest");
+        assert_eq!((summary.counts.written, summary.counts.duplicates), (6, 2));
+        // one batch, one partition: one file, rows in input order
+        let parquet: Vec<_> = sink
+            .objects()
+            .into_iter()
+            .filter(|(k, _)| k.ends_with(".parquet"))
+            .collect();
+        assert_eq!(parquet.len(), 1);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(parquet[0].1.clone())
+            .expect("footer")
+            .build()
+            .expect("reader");
+        let (mut uuids, mut values) = (Vec::new(), Vec::new());
+        for b in reader {
+            let b = b.expect("batch");
+            let u = b.column_by_name("event_uuid").expect("event_uuid");
+            uuids.extend(u.as_string::<i32>().iter().flatten().map(str::to_string));
+            let v = b.column_by_name("v").expect("v");
+            values.extend(v.as_primitive::<Int64Type>().iter().flatten());
+        }
+        assert_eq!(uuids, ["u1", "u2", "u3", "u4", "u5", "u6"]);
+        assert_eq!(
+            values,
+            [1, 1, 2, 3, 4, 5],
+            "the first copy of u1 and u3 is kept"
+        );
+    }
+}
