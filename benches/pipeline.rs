@@ -290,8 +290,13 @@ impl<'a> Rounds<'a> {
     }
 }
 
-const CODECS: [&str; 6] = [
-    "zstd(1) [default]",
+const CODECS: [&str; 11] = [
+    "auto [default]",
+    "auto@1024",
+    "auto@4096",
+    "auto@8192",
+    "auto@16384",
+    "zstd(1)",
     "zstd(3)",
     "zstd(-1)",
     "zstd(-5)",
@@ -299,16 +304,21 @@ const CODECS: [&str; 6] = [
     "none",
 ];
 
-/// A codec of encode() (the lake's own writer) by label.
+/// A codec of encode() (the lake's own writer) by label; `auto@N` is auto
+/// switching to zstd at N bytes (to measure where it should switch).
 fn codec(label: &str) -> Codec {
     let name = label.split_whitespace().next().unwrap_or(label);
-    Codec::parse(name).unwrap_or(Codec::Zstd(1))
+    if let Some(n) = name.strip_prefix("auto@").and_then(|n| n.parse().ok()) {
+        return Codec::Auto { zstd_from: n };
+    }
+    Codec::parse(name).unwrap_or(Codec::AUTO)
 }
 
 /// The parquet crate's codec of the same label, for its ArrowWriter.
 fn pq_codec(label: &str) -> Compression {
     match codec(label) {
         Codec::Zstd(l) => Compression::ZSTD(ZstdLevel::try_new(l).unwrap_or_default()),
+        Codec::Auto { .. } => Compression::ZSTD(ZstdLevel::default()),
         Codec::Snappy => Compression::SNAPPY,
         Codec::Uncompressed => Compression::UNCOMPRESSED,
     }

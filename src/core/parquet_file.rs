@@ -25,13 +25,31 @@ pub enum Codec {
     /// Zstandard at a level: 1..=22, or the fast levels -1..=-7 (faster and
     /// larger still; every reader decodes them like any zstd frame).
     Zstd(i32),
+    /// Chosen per column chunk by the size of its first page: zstd(1) from
+    /// `zstd_from` bytes, snappy below. zstd's per-block entropy tables cost
+    /// more than they save on the small chunks of Lambda-shaped batches
+    /// (BENCHMARKS.md). The default; `parse("auto")` gives [`AUTO_ZSTD_FROM`].
+    Auto {
+        /// First pages of at least this many bytes are compressed with zstd(1).
+        zstd_from: usize,
+    },
 }
 
+/// Where [`Codec::Auto`] switches from snappy to zstd(1), chosen by measurement
+/// on Lambda-shaped and CLI-shaped batches (BENCHMARKS.md).
+pub const AUTO_ZSTD_FROM: usize = 2048;
+
 impl Codec {
-    /// Parses `none`, `snappy`, `zstd` or `zstd(N)`.
+    /// The default: [`Codec::Auto`] at [`AUTO_ZSTD_FROM`].
+    pub const AUTO: Codec = Codec::Auto {
+        zstd_from: AUTO_ZSTD_FROM,
+    };
+
+    /// Parses `auto`, `none`, `snappy`, `zstd` or `zstd(N)`.
     pub fn parse(s: &str) -> Result<Codec, String> {
         let t = s.trim().to_ascii_lowercase();
         match t.as_str() {
+            "auto" => return Ok(Codec::AUTO),
             "none" | "uncompressed" => return Ok(Codec::Uncompressed),
             "snappy" => return Ok(Codec::Snappy),
             "zstd" => return Ok(Codec::Zstd(1)),
@@ -46,8 +64,19 @@ impl Codec {
             };
         }
         Err(format!(
-            "unknown codec `{s}`: use none, snappy, zstd or zstd(N) with N from 1 to 22"
+            "unknown codec `{s}`: use auto, none, snappy, zstd or zstd(N) with N from 1 to 22"
         ))
+    }
+
+    /// The codec of a column chunk whose first page has `first_page` bytes
+    /// before compression: never `Auto`.
+    fn for_chunk(self, first_page: usize) -> Codec {
+        match self {
+            _ if first_page < MIN_COMPRESSED_PAGE => Codec::Uncompressed,
+            Codec::Auto { zstd_from } if first_page < zstd_from => Codec::Snappy,
+            Codec::Auto { .. } => Codec::Zstd(1),
+            c => c,
+        }
     }
 
     /// The Parquet `CompressionCodec` number.
@@ -55,7 +84,9 @@ impl Codec {
         match self {
             Codec::Uncompressed => 0,
             Codec::Snappy => 1,
-            Codec::Zstd(_) => 6,
+            // a chunk's codec is resolved by `for_chunk` before it is written;
+            // `Auto` never reaches a file
+            Codec::Zstd(_) | Codec::Auto { .. } => 6,
         }
     }
 }
@@ -66,6 +97,8 @@ impl std::fmt::Display for Codec {
             Codec::Uncompressed => f.write_str("none"),
             Codec::Snappy => f.write_str("snappy"),
             Codec::Zstd(l) => write!(f, "zstd({l})"),
+            Codec::Auto { zstd_from } if *zstd_from == AUTO_ZSTD_FROM => f.write_str("auto"),
+            Codec::Auto { zstd_from } => write!(f, "auto(zstd from {zstd_from} B)"),
         }
     }
 }
@@ -362,6 +395,8 @@ fn compress(codec: Codec, src: &[u8], out: &mut Vec<u8>) -> Result<(), CompressE
     out.clear();
     match codec {
         Codec::Uncompressed => out.extend_from_slice(src),
+        // resolved per chunk before compressing; compress as its large side
+        Codec::Auto { .. } => return compress(Codec::Zstd(1), src, out),
         Codec::Snappy => {
             out.resize(snap::raw::max_compress_len(src.len()), 0);
             let n = snap::raw::Encoder::new()
@@ -505,9 +540,10 @@ impl FileWriter {
         };
         let last = col.cuts.last().is_none_or(|c| c.rows < col.rows);
         let cuts = col.cuts.iter().copied().chain(last.then_some(end));
-        // The codec is the file's, unless the first page is too small to gain
-        // from it, or does not get smaller with it: then the chunk is stored
-        // uncompressed (small numeric columns, mostly).
+        // The codec is the file's (or auto's choice for the chunk's size),
+        // unless the first page is too small to gain from it, or does not get
+        // smaller with it: then the chunk is stored uncompressed (small
+        // numeric columns, mostly).
         let mut codec = self.codec;
         let mut uncompressed = 0i64;
         let mut compressed = 0i64;
@@ -519,8 +555,8 @@ impl FileWriter {
         for (k, cut) in cuts.enumerate() {
             body.clear();
             page_body(col, from, cut, &mut body);
-            if k == 0 && body.len() < MIN_COMPRESSED_PAGE {
-                codec = Codec::Uncompressed;
+            if k == 0 {
+                codec = self.codec.for_chunk(body.len());
             }
             if codec != Codec::Uncompressed {
                 compress(codec, &body, &mut packed)?;
@@ -842,6 +878,7 @@ pub(crate) mod tests {
             Codec::Snappy,
             Codec::Zstd(1),
             Codec::Zstd(9),
+            Codec::AUTO,
         ] {
             let cols = four_columns(n);
             let mut w = FileWriter::new(codec, schema_of(&cols));
@@ -1022,6 +1059,51 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn auto_compresses_small_chunks_with_snappy_and_large_ones_with_zstd() {
+        // one file, three chunks: 240 bytes (below any codec), 960 bytes (below
+        // the switch), and 20 KB (above it)
+        let text = |rows: usize, len: usize| {
+            let mut c = Column::new("s", ColumnType::String, true, rows, 0);
+            for r in 0..rows {
+                c.push_str(&format!("{r:0len$}"));
+            }
+            c
+        };
+        let cols = vec![text(10, 20), text(40, 20), text(500, 36)];
+        let mut w = FileWriter::new(Codec::AUTO, schema_of(&cols));
+        w.write_row_group(&cols).expect("write");
+        let bytes = w.finish("t", &[]);
+        let m = meta(&bytes);
+        let rg = m.metadata().row_group(0);
+        assert_eq!(rg.column(0).compression(), Compression::UNCOMPRESSED);
+        assert_eq!(rg.column(1).compression(), Compression::SNAPPY);
+        assert!(matches!(rg.column(2).compression(), Compression::ZSTD(_)));
+        // every chunk reads back, each with its own codec
+        let b = read(&bytes);
+        assert_eq!(
+            b.column(1).as_string::<i32>().value(39),
+            format!("{:020}", 39)
+        );
+        assert_eq!(
+            b.column(2).as_string::<i32>().value(499),
+            format!("{:036}", 499)
+        );
+        // the switch is at the first page's size, both sides
+        for (at, zstd) in [(960, true), (961, false)] {
+            let cols = vec![text(40, 20)];
+            let mut w = FileWriter::new(Codec::Auto { zstd_from: at }, schema_of(&cols));
+            w.write_row_group(&cols).expect("write");
+            let m = meta(&w.finish("t", &[]));
+            let got = m.metadata().row_group(0).column(0).compression();
+            assert_eq!(
+                matches!(got, Compression::ZSTD(_)),
+                zstd,
+                "switch at {at}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
     fn row_groups_follow_one_another() {
         let spec = ColumnSpec {
             name: "i".to_string(),
@@ -1048,6 +1130,7 @@ pub(crate) mod tests {
 
     #[test]
     fn codecs_parse_and_say_what_is_wrong() {
+        assert_eq!(Codec::parse("auto"), Ok(Codec::AUTO));
         assert_eq!(Codec::parse("zstd"), Ok(Codec::Zstd(1)));
         assert_eq!(Codec::parse("ZSTD(7)"), Ok(Codec::Zstd(7)));
         assert_eq!(Codec::parse("snappy"), Ok(Codec::Snappy));
@@ -1055,7 +1138,12 @@ pub(crate) mod tests {
         let e = Codec::parse("zstd(40)").expect_err("level out of range");
         assert!(e.contains("1 to 22"), "{e}");
         assert!(Codec::parse("gzip").is_err());
-        for c in [Codec::Snappy, Codec::Zstd(4), Codec::Uncompressed] {
+        for c in [
+            Codec::AUTO,
+            Codec::Snappy,
+            Codec::Zstd(4),
+            Codec::Uncompressed,
+        ] {
             assert_eq!(Codec::parse(&c.to_string()), Ok(c));
         }
     }
