@@ -155,9 +155,8 @@ pub struct EncodeOptions {
 impl Default for EncodeOptions {
     fn default() -> Self {
         EncodeOptions {
-            // level 1: on Lambda-shaped batches as small as level 3 and
-            // no slower (BENCHMARKS.md)
-            compression: Codec::Zstd(1),
+            // zstd(1) for chunks from 2 KiB, snappy below (BENCHMARKS.md)
+            compression: Codec::AUTO,
             max_row_group_rows: 128 * 1024,
             payload_json: false,
         }

@@ -100,3 +100,23 @@ def test_spark_reads_escaped_partitions(spark, fixture_lake):
     subtypes = {r["event_uuid"]: r["event_subtype"] for r in df.select("event_uuid", "event_subtype").collect()}
     assert subtypes["00000000-0000-4000-8000-000000000006"] == "watch/../../etc?x=1#frag"
     assert subtypes["00000000-0000-4000-8000-000000000005"] is None
+
+
+def test_the_demo_lake_mixes_codecs_and_spark_reads_every_value(spark, demo_lake):
+    """The default codec is chosen per column chunk by size (zstd from 2 KiB,
+    snappy below): files that mix codecs read in Spark like any other."""
+    from test_readers import demo_events
+    mixed = 0
+    for f in parquet_files(demo_lake):
+        md = pq.ParquetFile(f).metadata
+        codecs = {md.row_group(g).column(c).compression
+                  for g in range(md.num_row_groups) for c in range(md.num_columns)}
+        mixed += {"ZSTD", "SNAPPY"} <= codecs
+    assert mixed > 0, "no file of the demo lake mixes zstd and snappy chunks"
+    expected = demo_events()
+    df = spark.read.option("mergeSchema", "true").parquet(str(demo_lake))
+    rows = {r["event_uuid"]: r for r in df.select("event_uuid", "user_id", "amount").collect()}
+    assert set(rows) == set(expected)
+    for uuid, e in expected.items():
+        assert rows[uuid]["user_id"] == e["user_id"], uuid
+        assert rows[uuid]["amount"] == e["amount"], uuid

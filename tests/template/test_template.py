@@ -199,12 +199,13 @@ def test_compression_takes_what_the_function_accepts(tpl: dict) -> None:
     """LAKE_COMPRESSION: the same choices as the function's parser, so a bad
     value fails the deployment rather than every cold start."""
     p = tpl["Parameters"]["Compression"]
-    assert p["Default"] == "zstd"
+    assert p["Default"] == "auto"
     pattern = re.compile(p["AllowedPattern"])
-    for ok in ("zstd", "zstd(1)", "zstd(9)", "zstd(19)", "zstd(22)", "zstd(-1)", "zstd(-7)",
+    for ok in ("auto", "zstd", "zstd(1)", "zstd(9)", "zstd(19)", "zstd(22)", "zstd(-1)", "zstd(-7)",
                "snappy", "none"):
         assert pattern.fullmatch(ok), ok
-    for bad in ("zstd(0)", "zstd(23)", "zstd(-8)", "zstd(-0)", "lz4", "gzip", "", "ZSTD (3)"):
+    for bad in ("zstd(0)", "zstd(23)", "zstd(-8)", "zstd(-0)", "lz4", "gzip", "", "ZSTD (3)",
+                "auto(3)", "autozstd"):
         assert not pattern.fullmatch(bad), bad
 
 
