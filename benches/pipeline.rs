@@ -291,12 +291,12 @@ impl<'a> Rounds<'a> {
 }
 
 const CODECS: [&str; 11] = [
-    "auto [default]",
+    "auto",
     "auto@1024",
     "auto@4096",
     "auto@8192",
     "auto@16384",
-    "zstd(1)",
+    "zstd(1) [default]",
     "zstd(3)",
     "zstd(-1)",
     "zstd(-5)",
@@ -407,6 +407,13 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
     let json_mb = json_bytes as f64 / 1e6;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let cfg = PipelineConfig::default();
+    let cfg_auto = PipelineConfig {
+        encode: EncodeOptions {
+            compression: Codec::AUTO,
+            ..EncodeOptions::default()
+        },
+        ..PipelineConfig::default()
+    };
     let rt = single_thread_runtime()?;
 
     println!(
@@ -463,6 +470,12 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
     jobs.add("pipeline", || {
         let (store, sink) = (MemStore::default(), MemSink::default());
         let out = rt.block_on(run_batch(&records, &store, &sink, &cfg, Utc::now()));
+        out.counts.written as usize
+    });
+    // the same with the auto codec (zstd from 2 KiB chunks, snappy below)
+    jobs.add("pipeline_auto", || {
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        let out = rt.block_on(run_batch(&records, &store, &sink, &cfg_auto, Utc::now()));
         out.counts.written as usize
     });
     // a cold process: reads the (empty) schema registry and commits version 1
@@ -544,6 +557,7 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
     let get = |k: &str| t.get(k).copied().unwrap_or_default();
 
     let t_pipeline = get("pipeline");
+    let t_pipeline_auto = get("pipeline_auto");
     let (t_enrich, t_typing, t_encode) = (get("enrich"), get("typing"), get("encode"));
     // the parquet crate's ArrowWriter with our old settings, on the same data
     let t_arrow_writer = get(&format!("writer:{}", settings[1].0));
@@ -554,6 +568,12 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
         ms(t_pipeline),
         rate(n, t_pipeline),
         json_mb / t_pipeline.as_secs_f64()
+    );
+    println!(
+        "  with --compression auto:        {:>8.2} ms  {:>9.0} events/s  {:>6.1} MB/s of event JSON",
+        ms(t_pipeline_auto),
+        rate(n, t_pipeline_auto),
+        json_mb / t_pipeline_auto.as_secs_f64()
     );
     println!(
         "  {} written, {} duplicates, {} rejected; {} files, {:.2} MB of Parquet",
@@ -672,6 +692,8 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
         "cores": cores,
         "pipeline_ms": ms(t_pipeline),
         "events_per_s": rate(n, t_pipeline),
+        "pipeline_auto_ms": ms(t_pipeline_auto),
+        "events_per_s_auto": rate(n, t_pipeline_auto),
         "json_mb_per_s": json_mb / t_pipeline.as_secs_f64(),
         "cold_pipeline_ms": ms(get("pipeline_cold")),
         "envelope_ms": ms(get("envelope")),

@@ -73,10 +73,11 @@ enum Command {
         /// column (lossless replay and debugging; costs space: see BENCHMARKS.md).
         #[arg(long)]
         payload_json: bool,
-        /// Parquet page compression: auto (zstd level 1 for column chunks from
-        /// 2 KiB, snappy below), zstd (level 1 everywhere), zstd(N) with N from
-        /// 1 to 22 or a fast level from -1 to -7, snappy or none.
-        #[arg(long, value_name = "CODEC", default_value = "auto", value_parser = kinesis_lake::core::parquet_file::Codec::parse)]
+        /// Parquet page compression: zstd (level 1, the smallest files), auto
+        /// (zstd level 1 for column chunks from 2 KiB, snappy below: faster on
+        /// small files), zstd(N) with N from 1 to 22 or a fast level from -1 to
+        /// -7, snappy or none.
+        #[arg(long, value_name = "CODEC", default_value = "zstd", value_parser = kinesis_lake::core::parquet_file::Codec::parse)]
         compression: kinesis_lake::core::parquet_file::Codec,
         /// Print the summary as one JSON object instead of a table.
         #[arg(long)]

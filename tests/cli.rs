@@ -515,7 +515,7 @@ fn payload_json_keeps_each_event_as_received() {
 }
 
 #[test]
-fn compression_is_chosen_per_run_by_chunk_size_by_default_and_a_bad_codec_is_refused() {
+fn compression_is_chosen_per_run_or_by_chunk_size_and_a_bad_codec_is_refused() {
     use parquet::basic::Compression;
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let dir = tempfile::tempdir().expect("tempdir");
@@ -567,10 +567,14 @@ fn compression_is_chosen_per_run_by_chunk_size_by_default_and_a_bad_codec_is_ref
         }
         assert!(seen > 0, "{codec}: no column was compressed at all");
     }
-    // the default, auto: the 100 notes (2,400 bytes) with zstd, the short
-    // uuids (~750 bytes) with snappy, in the same file
-    let lake = dir.path().join("default");
-    let out = run_ingest(&["--json"], &lake, std::slice::from_ref(&input));
+    // auto: the 100 notes (2,400 bytes) with zstd, the short uuids (~750
+    // bytes) with snappy, in the same file
+    let lake = dir.path().join("auto");
+    let out = run_ingest(
+        &["--json", "--compression", "auto"],
+        &lake,
+        std::slice::from_ref(&input),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -578,8 +582,8 @@ fn compression_is_chosen_per_run_by_chunk_size_by_default_and_a_bad_codec_is_ref
     );
     let files = files_under(&lake, ".parquet");
     assert_eq!(files.len(), 1, "{files:?}");
-    let r = SerializedFileReader::new(std::fs::File::open(&files[0]).expect("open"))
-        .expect("footer");
+    let r =
+        SerializedFileReader::new(std::fs::File::open(&files[0]).expect("open")).expect("footer");
     let codec_of = |name: &str| {
         let rg = r.metadata().row_group(0);
         let c = rg

@@ -196,14 +196,14 @@ pub fn payload_json(env: &dyn Fn(&str) -> Option<String>) -> Result<bool, Config
     }
 }
 
-/// The Parquet page codec (`LAKE_COMPRESSION`: `auto` (the default: zstd
-/// level 1 for column chunks from 2 KiB, snappy below), `zstd` (level 1
-/// everywhere), `zstd(N)` (1..=22, or fast levels -1..=-7), `snappy` or `none`).
+/// The Parquet page codec (`LAKE_COMPRESSION`: `zstd` (level 1, the
+/// default), `auto` (zstd level 1 for column chunks from 2 KiB, snappy
+/// below), `zstd(N)` (1..=22, or fast levels -1..=-7), `snappy` or `none`).
 pub fn compression(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<crate::core::parquet_file::Codec, ConfigError> {
     match var(env, "LAKE_COMPRESSION") {
-        None => Ok(crate::core::parquet_file::Codec::AUTO),
+        None => Ok(crate::core::parquet_file::Codec::Zstd(1)),
         Some(v) => {
             crate::core::parquet_file::Codec::parse(&v).map_err(|why| ConfigError::Invalid {
                 var: "LAKE_COMPRESSION",
@@ -537,9 +537,11 @@ mod tests {
     }
 
     #[test]
-    fn compression_defaults_to_auto_and_names_the_choices() {
+    fn compression_defaults_to_zstd_and_names_the_choices() {
         use crate::core::parquet_file::Codec;
-        assert_eq!(compression(&|_| None).expect("default"), Codec::AUTO);
+        assert_eq!(compression(&|_| None).expect("default"), Codec::Zstd(1));
+        let auto = |k: &str| (k == "LAKE_COMPRESSION").then(|| "auto".to_string());
+        assert_eq!(compression(&auto).expect("auto"), Codec::AUTO);
         let snappy = |k: &str| (k == "LAKE_COMPRESSION").then(|| "snappy".to_string());
         assert_eq!(compression(&snappy).expect("snappy"), Codec::Snappy);
         let typo = |k: &str| (k == "LAKE_COMPRESSION").then(|| "lz4".to_string());

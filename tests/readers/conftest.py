@@ -34,10 +34,12 @@ def fixture_lake(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def demo_lake(tmp_path_factory) -> pathlib.Path:
-    """A lake from the 20,000-event demo file, in several batches (several files per partition)."""
+    """A lake from the 20,000-event demo file, in several batches (several files per
+    partition), with the `auto` codec: files that mix zstd and snappy chunks."""
     lake = tmp_path_factory.mktemp("demo") / "lake"
     subprocess.run(
-        [str(cli_binary()), "ingest", "--lake", str(lake), "--batch-records", "5000", "--json",
+        [str(cli_binary()), "ingest", "--lake", str(lake), "--batch-records", "5000",
+         "--compression", "auto", "--json",
          str(FIXTURES / "demo-events.ndjson.gz")],
         check=True, capture_output=True,
     )

@@ -103,7 +103,7 @@ def test_spark_reads_escaped_partitions(spark, fixture_lake):
 
 
 def test_the_demo_lake_mixes_codecs_and_spark_reads_every_value(spark, demo_lake):
-    """The default codec is chosen per column chunk by size (zstd from 2 KiB,
+    """With `auto` the codec is chosen per column chunk by size (zstd from 2 KiB,
     snappy below): files that mix codecs read in Spark like any other."""
     from test_readers import demo_events
     mixed = 0

@@ -199,7 +199,7 @@ def test_compression_takes_what_the_function_accepts(tpl: dict) -> None:
     """LAKE_COMPRESSION: the same choices as the function's parser, so a bad
     value fails the deployment rather than every cold start."""
     p = tpl["Parameters"]["Compression"]
-    assert p["Default"] == "auto"
+    assert p["Default"] == "zstd"
     pattern = re.compile(p["AllowedPattern"])
     for ok in ("auto", "zstd", "zstd(1)", "zstd(9)", "zstd(19)", "zstd(22)", "zstd(-1)", "zstd(-7)",
                "snappy", "none"):
