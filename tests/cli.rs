@@ -530,10 +530,7 @@ fn compression_is_chosen_per_run_or_by_chunk_size_and_a_bad_codec_is_refused() {
         })
         .collect();
     std::fs::write(&input, lines).expect("write input");
-    for (codec, want) in [
-        ("snappy", Compression::SNAPPY),
-        ("zstd(5)", Compression::ZSTD(Default::default())),
-    ] {
+    let ingest_with = |codec: &str| {
         let lake = dir.path().join(codec);
         let out = run_ingest(
             &["--json", "--compression", codec],
@@ -542,9 +539,16 @@ fn compression_is_chosen_per_run_or_by_chunk_size_and_a_bad_codec_is_refused() {
         );
         assert!(
             out.status.success(),
-            "{}",
+            "{codec}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        lake
+    };
+    for (codec, want) in [
+        ("snappy", Compression::SNAPPY),
+        ("zstd(5)", Compression::ZSTD(Default::default())),
+    ] {
+        let lake = ingest_with(codec);
         // every column chunk uses the codec, or none where the codec did not
         // shrink it; some chunk must have been compressed
         let mut seen = 0;
@@ -569,18 +573,7 @@ fn compression_is_chosen_per_run_or_by_chunk_size_and_a_bad_codec_is_refused() {
     }
     // auto: the 100 notes (2,400 bytes) with zstd, the short uuids (~750
     // bytes) with snappy, in the same file
-    let lake = dir.path().join("auto");
-    let out = run_ingest(
-        &["--json", "--compression", "auto"],
-        &lake,
-        std::slice::from_ref(&input),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let files = files_under(&lake, ".parquet");
+    let files = files_under(&ingest_with("auto"), ".parquet");
     assert_eq!(files.len(), 1, "{files:?}");
     let r =
         SerializedFileReader::new(std::fs::File::open(&files[0]).expect("open")).expect("footer");

@@ -1060,16 +1060,16 @@ pub(crate) mod tests {
 
     #[test]
     fn auto_compresses_small_chunks_with_snappy_and_large_ones_with_zstd() {
-        // one file, three chunks: 240 bytes (below any codec), 960 bytes (below
-        // the switch), and 20 KB (above it)
-        let text = |rows: usize, len: usize| {
-            let mut c = Column::new("s", ColumnType::String, true, rows, 0);
+        // one file, three chunks of 40 rows: 230 bytes (below any codec), 960
+        // bytes (below the switch), and 2,560 bytes (above it)
+        let text = |name: &str, rows: usize, len: usize| {
+            let mut c = Column::new(name, ColumnType::String, true, rows, 0);
             for r in 0..rows {
                 c.push_str(&format!("{r:0len$}"));
             }
             c
         };
-        let cols = vec![text(10, 20), text(40, 20), text(500, 36)];
+        let cols = vec![text("a", 40, 1), text("b", 40, 20), text("c", 40, 60)];
         let mut w = FileWriter::new(Codec::AUTO, schema_of(&cols));
         w.write_row_group(&cols).expect("write");
         let bytes = w.finish("t", &[]);
@@ -1080,17 +1080,18 @@ pub(crate) mod tests {
         assert!(matches!(rg.column(2).compression(), Compression::ZSTD(_)));
         // every chunk reads back, each with its own codec
         let b = read(&bytes);
+        assert_eq!(b.column(0).as_string::<i32>().value(39), "39");
         assert_eq!(
             b.column(1).as_string::<i32>().value(39),
             format!("{:020}", 39)
         );
         assert_eq!(
-            b.column(2).as_string::<i32>().value(499),
-            format!("{:036}", 499)
+            b.column(2).as_string::<i32>().value(39),
+            format!("{:060}", 39)
         );
         // the switch is at the first page's size, both sides
         for (at, zstd) in [(960, true), (961, false)] {
-            let cols = vec![text(40, 20)];
+            let cols = vec![text("b", 40, 20)];
             let mut w = FileWriter::new(Codec::Auto { zstd_from: at }, schema_of(&cols));
             w.write_row_group(&cols).expect("write");
             let m = meta(&w.finish("t", &[]));
