@@ -311,7 +311,7 @@ fn codec(label: &str) -> Codec {
     if let Some(n) = name.strip_prefix("auto@").and_then(|n| n.parse().ok()) {
         return Codec::Auto { zstd_from: n };
     }
-    Codec::parse(name).unwrap_or(Codec::AUTO)
+    Codec::parse(name).unwrap_or(EncodeOptions::default().compression)
 }
 
 /// The parquet crate's codec of the same label, for its ArrowWriter.

@@ -27,8 +27,9 @@ pub enum Codec {
     Zstd(i32),
     /// Chosen per column chunk by the size of its first page: zstd(1) from
     /// `zstd_from` bytes, snappy below. zstd's per-block entropy tables cost
-    /// more than they save on the small chunks of Lambda-shaped batches
-    /// (BENCHMARKS.md). The default; `parse("auto")` gives [`AUTO_ZSTD_FROM`].
+    /// more time than they save on the small chunks of Lambda-shaped batches,
+    /// for ~30 % more bytes there (BENCHMARKS.md: why it is not the default).
+    /// `parse("auto")` gives [`Codec::AUTO`].
     Auto {
         /// First pages of at least this many bytes are compressed with zstd(1).
         zstd_from: usize,
@@ -40,7 +41,7 @@ pub enum Codec {
 pub const AUTO_ZSTD_FROM: usize = 2048;
 
 impl Codec {
-    /// The default: [`Codec::Auto`] at [`AUTO_ZSTD_FROM`].
+    /// `auto`: [`Codec::Auto`] switching at [`AUTO_ZSTD_FROM`].
     pub const AUTO: Codec = Codec::Auto {
         zstd_from: AUTO_ZSTD_FROM,
     };
