@@ -1,4 +1,6 @@
 """Shared helpers for the reader tests: build a lake with the real CLI."""
+import gzip
+import json
 import os
 import pathlib
 import subprocess
@@ -7,6 +9,16 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"
+
+
+def demo_events():
+    """The demo input's distinct events (first copy wins), keyed by event_uuid."""
+    events = {}
+    with gzip.open(FIXTURES / "demo-events.ndjson.gz", "rt") as f:
+        for line in f:
+            e = json.loads(line)
+            events.setdefault(e["event_uuid"], e)
+    return events
 
 
 def cli_binary() -> pathlib.Path:

@@ -1,24 +1,13 @@
 """The whole lake, not one file, reads with the tools our users use: DuckDB and
 pyarrow, with Hive partitions decoded back to the original strings, NULL for
 the default partition, and every event exactly once."""
-import gzip
 import json
 
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from conftest import FIXTURES
-
-
-def demo_events():
-    """The demo input's distinct events (first copy wins), keyed by event_uuid."""
-    events = {}
-    with gzip.open(FIXTURES / "demo-events.ndjson.gz", "rt") as f:
-        for line in f:
-            e = json.loads(line)
-            events.setdefault(e["event_uuid"], e)
-    return events
+from conftest import demo_events
 
 
 def duck(lake, sql_tail):

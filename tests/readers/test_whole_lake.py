@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DRIFT_EVENTS
+from conftest import DRIFT_EVENTS, demo_events
 
 
 def parquet_files(lake: pathlib.Path):
@@ -105,7 +105,6 @@ def test_spark_reads_escaped_partitions(spark, fixture_lake):
 def test_the_demo_lake_mixes_codecs_and_spark_reads_every_value(spark, demo_lake):
     """With `auto` the codec is chosen per column chunk by size (zstd from 2 KiB,
     snappy below): files that mix codecs read in Spark like any other."""
-    from test_readers import demo_events
     mixed = 0
     for f in parquet_files(demo_lake):
         md = pq.ParquetFile(f).metadata
