@@ -4,9 +4,9 @@
 //!
 //! A claim stores numbers for the strings its batch shares: the destination
 //! file's key and the owner's prefix (`kinesis:STREAM/SHARD/`, `file:PATH#`)
-//! are kept once each in a names table. That makes a claim about a third of the
-//! size it was with the strings in full (format 1: ~700 bytes of database per
-//! claim, half of the time of a redb claim in the CLI's run: BENCHMARKS.md).
+//! are kept once each in a names table. That makes the database about a
+//! quarter of the size it was with the strings in every claim (format 1: ~700
+//! bytes of database per claim, now ~200; timings in BENCHMARKS.md).
 //! A format 1 database is converted when it is opened.
 
 use std::collections::HashMap;
@@ -124,7 +124,9 @@ fn holder_of(
             Some(g) => Ok(g.value().to_string()),
             // written in the same transaction as every claim that uses it
             None => Err(redb::Error::Corrupted(format!(
-                "dedup database: name {n} is missing"
+                "name {n} of a claim is missing: the dedup database is damaged; restore it \
+                 from a backup, or move it away to start a new one (events already in the \
+                 lake would then be written again if their input is ingested again)"
             ))),
         }
     };
