@@ -47,7 +47,7 @@ use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use kinesis_lake::core::decode::decode;
-use kinesis_lake::core::encode::{EncodeOptions, Row, add_table_stats, encode};
+use kinesis_lake::core::encode::{EncodeOptions, add_table_stats, encode};
 use kinesis_lake::core::enrich::{Event, enrich};
 use kinesis_lake::core::parquet_file::Codec;
 use kinesis_lake::core::partition::PartitionKey;
@@ -201,33 +201,25 @@ fn table_of(group: &[&Event<'_>]) -> String {
     })
 }
 
-/// Classifies every group's payloads (one `Row` per event) and gathers the
-/// batch's field statistics per table, as the pipeline does before encoding.
-fn rows_and_stats<'e, 'a>(
-    grouped: &'e [Vec<&'e Event<'a>>],
-) -> (Vec<Vec<Row<'e, 'a>>>, BatchStats) {
-    let rows: Vec<Vec<Row<'e, 'a>>> = grouped
-        .iter()
-        .map(|g| g.iter().map(|e| Row::new(e)).collect())
-        .collect();
+/// The batch's field statistics per table (each payload value's kind), as
+/// the pipeline gathers them before committing the schema.
+fn stats_of(grouped: &[Vec<&Event<'_>>]) -> BatchStats {
     let mut stats = BatchStats::new();
-    for (g, group_rows) in grouped.iter().zip(&rows) {
-        add_table_stats(group_rows, stats.entry(table_of(g)).or_default());
+    for g in grouped {
+        add_table_stats(g.iter().copied(), stats.entry(table_of(g)).or_default());
     }
-    (rows, stats)
+    stats
 }
 
-/// Encodes every group with `schema`; the total size.
+/// Encodes every group with `schema`.
 fn encode_groups(
     grouped: &[Vec<&Event<'_>>],
-    rows: &[Vec<Row<'_, '_>>],
     schema: &LakeSchema,
     opts: &EncodeOptions,
 ) -> anyhow::Result<Vec<Vec<u8>>> {
     grouped
         .iter()
-        .zip(rows)
-        .map(|(g, r)| Ok(encode(r, schema, &table_of(g), opts)?))
+        .map(|g| Ok(encode(g, schema, &table_of(g), opts)?))
         .collect()
 }
 
@@ -235,7 +227,6 @@ fn encode_groups(
 /// the total size.
 fn encode_parallel(
     grouped: &[Vec<&Event<'_>>],
-    rows: &[Vec<Row<'_, '_>>],
     schema: &LakeSchema,
     opts: &EncodeOptions,
     threads: usize,
@@ -246,10 +237,9 @@ fn encode_parallel(
                 s.spawn(move || {
                     grouped
                         .iter()
-                        .zip(rows)
                         .skip(t)
                         .step_by(threads)
-                        .map(|(g, r)| encode(r, schema, &table_of(g), opts).map_or(0, |b| b.len()))
+                        .map(|g| encode(g, schema, &table_of(g), opts).map_or(0, |b| b.len()))
                         .sum::<usize>()
                 })
             })
@@ -441,10 +431,11 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
     // the inputs of the phase-by-phase jobs, prepared once
     let events: Vec<Event<'_>> = decoded.iter().filter_map(|d| enrich(d).ok()).collect();
     let grouped = groups(&events);
-    let (rows, stats) = rows_and_stats(&grouped);
-    let schema = LakeSchema::default().plan(&stats).unwrap_or_default();
+    let schema = LakeSchema::default()
+        .plan(&stats_of(&grouped))
+        .unwrap_or_default();
     let opts = EncodeOptions::default();
-    let files = encode_groups(&grouped, &rows, &schema, &opts)?;
+    let files = encode_groups(&grouped, &schema, &opts)?;
     let batches: Vec<arrow::array::RecordBatch> = files
         .iter()
         .map(|f| read_back(f))
@@ -502,15 +493,15 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
     });
     jobs.add("group", || groups(&events).len());
     jobs.add("typing", || {
-        let (rows, stats) = rows_and_stats(&grouped);
-        rows.len() + usize::from(schema.plan(&stats).is_none())
+        let stats = stats_of(&grouped);
+        stats.len() + usize::from(schema.plan(&stats).is_none())
     });
     jobs.add("encode", || {
-        encode_groups(&grouped, &rows, &schema, &opts).map_or(0, |f| f.len())
+        encode_groups(&grouped, &schema, &opts).map_or(0, |f| f.len())
     });
     if cores > 1 {
         jobs.add("encode_parallel", || {
-            encode_parallel(&grouped, &rows, &schema, &opts, cores)
+            encode_parallel(&grouped, &schema, &opts, cores)
         });
     }
     // the parser's own speed on the same records
@@ -544,9 +535,9 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
             compression: codec(label),
             ..EncodeOptions::default()
         };
-        let (grouped, rows, schema) = (&grouped, &rows, &schema);
+        let (grouped, schema) = (&grouped, &schema);
         jobs.add(format!("codec:{label}"), move || {
-            encode_groups(grouped, rows, schema, &o).map_or(0, |f| f.len())
+            encode_groups(grouped, schema, &o).map_or(0, |f| f.len())
         });
     }
     for (label, w) in &settings {
@@ -592,9 +583,12 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
     };
     println!("phases, one thread (share of their sum):");
     line("decode + enrich", t_enrich, t_serial);
-    line("typing (classify, stats, schema check)", t_typing, t_serial);
+    line("typing (kinds, stats, schema check)", t_typing, t_serial);
     line(
-        &format!("encode ({} files, one thread)", grouped.len()),
+        &format!(
+            "encode ({} files, one thread; parses the values)",
+            grouped.len()
+        ),
         t_encode,
         t_serial,
     );
@@ -651,7 +645,7 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
             compression: codec(label),
             ..EncodeOptions::default()
         };
-        let bytes: usize = encode_groups(&grouped, &rows, &schema, &o)?
+        let bytes: usize = encode_groups(&grouped, &schema, &o)?
             .iter()
             .map(Vec::len)
             .sum();

@@ -139,6 +139,45 @@ pub fn classify(raw: &RawValue) -> Cell<'_> {
     }
 }
 
+/// Largest integer magnitude a double holds exactly.
+pub const EXACT_IN_DOUBLE: u64 = 1 << 53;
+
+/// The kind of one raw JSON value (`None` for null) and whether it is an
+/// integer too large for a double to hold exactly: what the schema's
+/// statistics need, without building the value. It agrees with [`classify`]
+/// (a test holds them together), mostly from the first byte: only integers of
+/// more than 15 digits and numbers with an exponent are parsed.
+pub fn kind_of(raw: &RawValue) -> (Option<Kind>, bool) {
+    let b = raw.get().as_bytes();
+    match b.first() {
+        Some(b'n') => (None, false),
+        Some(b't' | b'f') => (Some(Kind::Bool), false),
+        Some(b'"') => (Some(Kind::String), false),
+        Some(b'{' | b'[') => (Some(Kind::Json), false),
+        _ => {
+            let exponent = b.iter().any(|c| matches!(c, b'e' | b'E'));
+            if !exponent && !b.contains(&b'.') {
+                // below 10^15 < 2^53: an i64 that a double holds exactly
+                if b.len() - usize::from(b.first() == Some(&b'-')) <= 15 {
+                    return (Some(Kind::Int), false);
+                }
+                return match raw.get().parse::<i64>() {
+                    Ok(i) => (Some(Kind::Int), i.unsigned_abs() > EXACT_IN_DOUBLE),
+                    Err(_) => (Some(Kind::Json), false),
+                };
+            }
+            // without an exponent, fewer than 300 characters stay below 10^300
+            if !exponent && b.len() < 300 {
+                return (Some(Kind::Double), false);
+            }
+            match raw.get().parse::<f64>() {
+                Ok(f) if f.is_finite() => (Some(Kind::Double), false),
+                _ => (Some(Kind::Json), false),
+            }
+        }
+    }
+}
+
 /// Options of the Parquet writer.
 #[derive(Debug, Clone)]
 pub struct EncodeOptions {
@@ -167,44 +206,25 @@ impl Default for EncodeOptions {
 /// The name of the optional column with each event's JSON as received.
 pub const PAYLOAD_JSON_COLUMN: &str = "payload_json";
 
-/// One event with its payload values classified once, for both schema
-/// planning and encoding.
-#[derive(Debug)]
-pub struct Row<'e, 'a> {
-    /// The event.
-    pub event: &'e Event<'a>,
-    /// Its payload fields' values, in the order sent.
-    pub cells: Vec<(&'e str, Cell<'e>)>,
-}
-
-impl<'e, 'a> Row<'e, 'a> {
-    /// Classifies an event's payload.
-    pub fn new(event: &'e Event<'a>) -> Row<'e, 'a> {
-        let cells = event
-            .payload
-            .iter()
-            .map(|(name, raw)| (name.as_ref(), classify(raw)))
-            .collect();
-        Row { event, cells }
-    }
-}
-
-/// Adds the values of many rows of one table to its field statistics:
-/// counted in a hash map by borrowed field name first, then merged.
-pub fn add_table_stats<'r, 'e: 'r, 'a: 'e>(
-    rows: impl IntoIterator<Item = &'r Row<'e, 'a>>,
+/// Adds the payload values of many events of one table to its field
+/// statistics: counted in a hash map by borrowed field name first, then
+/// merged. Only each value's kind is taken ([`kind_of`]); the values are
+/// parsed once, by [`encode`].
+pub fn add_table_stats<'r, 'a: 'r>(
+    events: impl IntoIterator<Item = &'r Event<'a>>,
     stats: &mut BTreeMap<String, FieldStats>,
 ) {
     // Events of one table mostly list the same fields in the same order: the
-    // slot of the field at each position in the previous row is tried first
-    // (one string comparison), the hash map only when it differs.
+    // slot of the field at each position in the previous event is tried
+    // first (one string comparison), the hash map only when it differs.
     let mut fields: Vec<(&str, FieldStats)> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut by_position: Vec<usize> = Vec::new();
-    for row in rows {
-        for (k, (field, cell)) in row.cells.iter().enumerate() {
+    for event in events {
+        for (k, (field, raw)) in event.payload.iter().enumerate() {
+            let field: &str = field;
             let slot = match by_position.get(k) {
-                Some(&i) if fields[i].0 == *field => i,
+                Some(&i) if fields[i].0 == field => i,
                 _ => {
                     let i = *index.entry(field).or_insert_with(|| {
                         fields.push((field, FieldStats::default()));
@@ -218,7 +238,8 @@ pub fn add_table_stats<'r, 'e: 'r, 'a: 'e>(
                     i
                 }
             };
-            fields[slot].1.add(cell);
+            let (kind, big_int) = kind_of(raw);
+            fields[slot].1.add_kind(kind, big_int);
         }
     }
     for (field, s) in fields {
@@ -255,10 +276,11 @@ fn push_cell(col: &mut Column, cell: &Cell<'_>) {
     }
 }
 
-/// Encodes the rows of one table's partition into Parquet bytes, with the
-/// table's columns of a committed schema that holds every value.
+/// Encodes the events of one table's partition into Parquet bytes, with the
+/// table's columns of a committed schema that holds every value. Each payload
+/// value is parsed here, once, as it goes into its column.
 pub fn encode(
-    rows: &[Row<'_, '_>],
+    rows: &[&Event<'_>],
     schema: &LakeSchema,
     table: &str,
     opts: &EncodeOptions,
@@ -291,7 +313,7 @@ pub fn encode(
         required(created_datetime, ColumnType::String, 24),
     ];
     if opts.payload_json {
-        let avg = rows.iter().map(|r| r.event.json.len()).sum::<usize>() / rows.len().max(1);
+        let avg = rows.iter().map(|r| r.json.len()).sum::<usize>() / rows.len().max(1);
         specs.push(required(PAYLOAD_JSON_COLUMN, ColumnType::String, avg));
     }
     let first_payload = specs.len();
@@ -308,12 +330,12 @@ pub fn encode(
         let mut cols = file.new_columns(n);
         let (fixed, payload) = cols.split_at_mut(first_payload);
         for r in rows {
-            fixed[0].push_str(&r.event.event_uuid);
-            fixed[1].push_str(&r.event.event_name);
-            fixed[2].push_f64(r.event.created_at);
-            fixed[3].push_str(&r.event.created_datetime);
+            fixed[0].push_str(&r.event_uuid);
+            fixed[1].push_str(&r.event_name);
+            fixed[2].push_f64(r.created_at);
+            fixed[3].push_str(&r.created_datetime);
             if let Some(raw) = fixed.get_mut(4) {
-                raw.push_str(&String::from_utf8_lossy(r.event.json));
+                raw.push_str(&String::from_utf8_lossy(r.json));
             }
         }
 
@@ -321,16 +343,18 @@ pub fn encode(
         // of one table mostly repeat their fields in the same order and kinds
         let mut by_position: Vec<Option<(&str, Kind, usize)>> = Vec::new();
         for (r, row) in rows.iter().enumerate() {
-            for (k, (field, cell)) in row.cells.iter().enumerate() {
+            for (k, (field, raw)) in row.payload.iter().enumerate() {
+                let field: &str = field;
+                let cell = classify(raw);
                 let Some(kind) = cell.kind() else { continue };
                 let slot = match by_position.get(k) {
-                    Some(&Some((f, kd, slot))) if kd == kind && f == *field => slot,
+                    Some(&Some((f, kd, slot))) if kd == kind && f == field => slot,
                     _ => {
                         // the same rule as LakeSchema::route, over this table's columns
                         let base = base_slot.get(field).copied();
                         let slot = match base {
-                            Some((slot, base)) if fits(base, cell) => Some(slot),
-                            _ => variant_slot.get(&(*field, kind)).copied(),
+                            Some((slot, base)) if fits(base, &cell) => Some(slot),
+                            _ => variant_slot.get(&(field, kind)).copied(),
                         };
                         // an int goes to a double base only when small enough:
                         // that route depends on the value, not just the kind
@@ -339,14 +363,14 @@ pub fn encode(
                         let Some(slot) = slot else {
                             return Err(EncodeError::Unrouted {
                                 version: schema.version,
-                                field: (*field).to_string(),
+                                field: field.to_string(),
                                 kind,
                             });
                         };
                         if by_position.len() <= k {
                             by_position.resize(k + 1, None);
                         }
-                        by_position[k] = cacheable.then_some((*field, kind, slot));
+                        by_position[k] = cacheable.then_some((field, kind, slot));
                         slot
                     }
                 };
@@ -357,7 +381,7 @@ pub fn encode(
                     continue;
                 }
                 col.push_nulls(r - col.len());
-                push_cell(col, cell);
+                push_cell(col, &cell);
             }
         }
         for col in payload.iter_mut() {
@@ -376,11 +400,14 @@ pub fn encode(
     ))
 }
 
-/// Test helper: the stats of rows as one table's batch.
+/// Test helper: the stats of events as one table's batch.
 #[cfg(test)]
-pub(crate) fn stats_of(rows: &[Row<'_, '_>], table: &str) -> crate::core::schema::BatchStats {
+pub(crate) fn stats_of(rows: &[&Event<'_>], table: &str) -> crate::core::schema::BatchStats {
     let mut s = crate::core::schema::BatchStats::new();
-    add_table_stats(rows, s.entry(table.to_string()).or_default());
+    add_table_stats(
+        rows.iter().copied(),
+        s.entry(table.to_string()).or_default(),
+    );
     s
 }
 
@@ -403,7 +430,7 @@ mod tests {
             .iter()
             .map(|l| enrich(l.as_bytes()).expect("valid"))
             .collect();
-        let rows: Vec<Row<'_, '_>> = events.iter().map(Row::new).collect();
+        let rows: Vec<&Event<'_>> = events.iter().collect();
         let schema = base
             .plan(&stats_of(&rows, "t"))
             .unwrap_or_else(|| base.clone());
@@ -417,6 +444,60 @@ mod tests {
 
     fn ev(payload: &str) -> String {
         format!(r#"{{"event_uuid":"u","event_name":"a:b","created_at":1710670530{payload}}}"#)
+    }
+
+    #[test]
+    fn kind_of_agrees_with_classify() {
+        // the schema is planned from kind_of and the values routed by classify:
+        // a disagreement would leave a value without a column
+        let values = [
+            "null",
+            "true",
+            "false",
+            r#""plain""#,
+            r#""esc\"aped\u00e9""#,
+            r#""""#,
+            "{}",
+            r#"{"a":[1,2]}"#,
+            "[]",
+            "0",
+            "-0",
+            "7",
+            "-42",
+            "999999999999999",
+            "-999999999999999",
+            "9007199254740992",
+            "9007199254740993",
+            "-9007199254740993",
+            "1000000000000000",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            "1.5",
+            "-0.0",
+            "0.1",
+            "1e3",
+            "1E3",
+            "-2.5e-3",
+            "1e308",
+            "1e309",
+            "-1e400",
+            "1.7976931348623157e308",
+        ];
+        let long_decimal = format!("1{}.5", "0".repeat(310));
+        let long_int = "1".repeat(400);
+        for text in values
+            .iter()
+            .copied()
+            .chain([long_decimal.as_str(), long_int.as_str()])
+        {
+            let raw: &RawValue = serde_json::from_str(text).expect("valid JSON");
+            let cell = classify(raw);
+            let big = matches!(cell, Cell::Int(i) if i.unsigned_abs() > EXACT_IN_DOUBLE);
+            assert_eq!(kind_of(raw), (cell.kind(), big), "value {text}");
+        }
     }
 
     #[test]
@@ -593,7 +674,7 @@ mod tests {
     fn payload_json_keeps_the_event_as_received_when_asked() {
         let line = ev(r#", "a" : [1, 2.50]"#);
         let events = [enrich(line.as_bytes()).expect("valid")];
-        let rows: Vec<Row<'_, '_>> = events.iter().map(Row::new).collect();
+        let rows: Vec<&Event<'_>> = events.iter().collect();
         let schema = LakeSchema::default()
             .plan(&stats_of(&rows, "t"))
             .expect("plan");
@@ -612,7 +693,7 @@ mod tests {
     fn the_file_records_its_schema_version() {
         let line = ev(r#","a":1"#);
         let events = [enrich(line.as_bytes()).expect("valid")];
-        let rows: Vec<Row<'_, '_>> = events.iter().map(Row::new).collect();
+        let rows: Vec<&Event<'_>> = events.iter().collect();
         let schema = LakeSchema::default()
             .plan(&stats_of(&rows, "t"))
             .expect("plan");
@@ -634,7 +715,7 @@ mod tests {
     fn an_unplanned_value_is_an_error_not_a_silent_drop() {
         let line = ev(r#","a":1"#);
         let events = [enrich(line.as_bytes()).expect("valid")];
-        let rows: Vec<Row<'_, '_>> = events.iter().map(Row::new).collect();
+        let rows: Vec<&Event<'_>> = events.iter().collect();
         let err = encode(
             &rows,
             &LakeSchema::default(),

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::core::decode::decode;
 use crate::core::dedup::{Claim, ClaimOutcome, DedupStore, Holder, Resolution, Transfer, resolve};
-use crate::core::encode::{EncodeOptions, Row, add_table_stats, encode};
+use crate::core::encode::{EncodeOptions, add_table_stats, encode};
 use crate::core::enrich::{Event, enrich};
 use crate::core::partition::{PartitionKey, data_object_key, error_object_key};
 use crate::core::registry::{self, SchemaCache};
@@ -324,10 +324,8 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     let ahead = cfg.encode_ahead.get();
     let ((outcomes, claim_time), early) = if ahead {
         let all: Vec<&[usize]> = groups.iter().map(|g| g.members.as_slice()).collect();
-        let (claimed, prepared) = futures::join!(
-            claiming,
-            prepare(&groups, &all, &events, sink, cfg, parallel)
-        );
+        let (claimed, prepared) =
+            futures::join!(claiming, prepare(&groups, &all, &events, sink, cfg));
         (claimed, Some(prepared))
     } else {
         (claiming.await, None)
@@ -413,7 +411,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         Some(p) => p,
         None => {
             let members: Vec<&[usize]> = to_write.iter().map(Vec::as_slice).collect();
-            prepare(&groups, &members, &events, sink, cfg, parallel).await
+            prepare(&groups, &members, &events, sink, cfg).await
         }
     };
     out.sink_ms += prepared.sink_ms;
@@ -532,11 +530,11 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     out
 }
 
-/// Files prepared for a batch: each group's rows classified, a schema
-/// committed that holds them, and each data file encoded.
+/// Files prepared for a batch: each group's events, a schema committed that
+/// holds them, and each data file encoded.
 struct Prepared<'e, 'a> {
-    /// Per group, the rows its file was built with (none for dead letters).
-    rows: Vec<Vec<Row<'e, 'a>>>,
+    /// Per group, the events its file was built with (none for dead letters).
+    rows: Vec<Vec<&'e Event<'a>>>,
     /// The committed schema (none when there is no data file), or why it
     /// could not be committed.
     schema: Result<Option<Arc<LakeSchema>>, String>,
@@ -546,31 +544,33 @@ struct Prepared<'e, 'a> {
     sink_ms: u64,
 }
 
-/// Classifies the given members of every data group, commits a schema that
-/// holds them all, and encodes one file per group on every core.
+/// Takes the kinds of the given members' values in every data group, commits
+/// a schema that holds them all, and encodes one file per group on every core.
 async fn prepare<'e, 'a, O: ObjectSink>(
     groups: &[Group],
     members: &[&[usize]],
     events: &'e [Option<Event<'a>>],
     sink: &O,
     cfg: &PipelineConfig,
-    parallel: bool,
 ) -> Prepared<'e, 'a> {
-    let jobs: Vec<(&Group, &[usize])> = groups.iter().zip(members.iter().copied()).collect();
-    let rows: Vec<Vec<Row<'e, 'a>>> = map_parallel(&jobs, parallel, |(group, members)| {
-        if group.dead_letters {
-            return Vec::new();
-        }
-        rows_of(members, events)
-    });
+    let rows: Vec<Vec<&'e Event<'a>>> = groups
+        .iter()
+        .zip(members)
+        .map(|(group, members)| {
+            if group.dead_letters {
+                return Vec::new();
+            }
+            rows_of(members, events)
+        })
+        .collect();
     let mut stats = BatchStats::new();
     for group_rows in &rows {
         if let Some(first) = group_rows.first() {
-            let p = &first.event.partition;
+            let p = &first.partition;
             let table = stats
                 .entry(table_name(&p.event_type, p.event_subtype.as_deref()))
                 .or_default();
-            add_table_stats(group_rows, table);
+            add_table_stats(group_rows.iter().copied(), table);
         }
     }
     let mut sink_ms = 0;
@@ -601,26 +601,23 @@ async fn prepare<'e, 'a, O: ObjectSink>(
     }
 }
 
-/// The members' events, each with its payload classified.
-fn rows_of<'e, 'a>(members: &[usize], events: &'e [Option<Event<'a>>]) -> Vec<Row<'e, 'a>> {
-    members
-        .iter()
-        .filter_map(|&i| events[i].as_ref().map(Row::new))
-        .collect()
+/// The members' events.
+fn rows_of<'e, 'a>(members: &[usize], events: &'e [Option<Event<'a>>]) -> Vec<&'e Event<'a>> {
+    members.iter().filter_map(|&i| events[i].as_ref()).collect()
 }
 
 /// Encodes one group's data file. A panic while encoding fails this file's
 /// records (they are retried), not the whole batch.
 fn encode_file(
     group: &Group,
-    rows: &[Row<'_, '_>],
+    rows: &[&Event<'_>],
     schema: Option<&LakeSchema>,
     cfg: &PipelineConfig,
 ) -> Result<Vec<u8>, String> {
     let (Some(schema), Some(first)) = (schema, rows.first()) else {
         return Err("internal: no schema for a data file; retry".to_string());
     };
-    let p = &first.event.partition;
+    let p = &first.partition;
     let table = table_name(&p.event_type, p.event_subtype.as_deref());
     let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         encode(rows, schema, &table, &cfg.encode)

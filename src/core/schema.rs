@@ -31,7 +31,7 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::encode::{Cell, Kind};
+use crate::core::encode::{Cell, EXACT_IN_DOUBLE, Kind};
 
 /// The format number of schema documents.
 pub const SCHEMA_FORMAT: u32 = 1;
@@ -164,9 +164,6 @@ fn kind_index(k: Kind) -> usize {
     KINDS.iter().position(|x| *x == k).unwrap_or(4)
 }
 
-/// Largest integer magnitude a double holds exactly.
-const EXACT_IN_DOUBLE: u64 = 1 << 53;
-
 /// Whether a value is stored in a column of kind `col`.
 pub fn fits(col: Kind, cell: &Cell<'_>) -> bool {
     match (col, cell) {
@@ -187,14 +184,17 @@ pub struct FieldStats {
 impl FieldStats {
     /// Counts one value.
     pub fn add(&mut self, cell: &Cell<'_>) {
-        if let Some(k) = cell.kind() {
+        let big_int = matches!(cell, Cell::Int(i) if i.unsigned_abs() > EXACT_IN_DOUBLE);
+        self.add_kind(cell.kind(), big_int);
+    }
+
+    /// Counts one value of this kind (`None`: null); `big_int` when it is an
+    /// integer too large for a double to hold exactly.
+    pub fn add_kind(&mut self, kind: Option<Kind>, big_int: bool) {
+        if let Some(k) = kind {
             self.counts[kind_index(k)] += 1;
         }
-        if let Cell::Int(i) = cell
-            && i.unsigned_abs() > EXACT_IN_DOUBLE
-        {
-            self.big_int = true;
-        }
+        self.big_int |= big_int;
     }
 
     /// Merges another batch's stats.
