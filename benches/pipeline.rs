@@ -58,6 +58,9 @@ use kinesis_lake::local::{FsSink, RedbStore, redb_store};
 use kinesis_lake::memory::{MemSink, MemStore};
 use kinesis_lake::{PipelineConfig, RawRecord, run_batch};
 
+#[path = "support/straightforward.rs"]
+mod straightforward;
+
 const DEFAULT_ITERS: usize = 15;
 
 /// mimalloc: per-event allocations were a tenth of a batch's time with the
@@ -452,6 +455,17 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
         );
     }
     let settings = writer_settings();
+    // the straightforward version, once, to check it did the same job
+    let plain = straightforward::run(&records)?;
+    if plain.events as u64 != c.written || plain.files as u64 != c.files {
+        bail!(
+            "the straightforward version wrote {} events in {} files, run_batch {} in {}",
+            plain.events,
+            plain.files,
+            c.written,
+            c.files
+        );
+    }
 
     let mut jobs = Rounds { jobs: Vec::new() };
     // the whole pipeline: decode, enrich, dedup, group, claim, type, encode,
@@ -476,6 +490,11 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
         rt.block_on(run_batch(&records, &store, &sink, &cold, Utc::now()))
             .counts
             .written as usize
+    });
+    // the same job done the straightforward way (serde_json::Value, Arrow
+    // builders, ArrowWriter), for the ratio on this machine
+    jobs.add("straightforward", || {
+        straightforward::run(&records).map_or(0, |o| o.events)
     });
     // Lambda's own work before the handler: the event document to records
     jobs.add("envelope", || {
@@ -573,6 +592,15 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
         c.rejected,
         c.files,
         c.bytes as f64 / 1e6
+    );
+    let t_plain = get("straightforward");
+    println!(
+        "  straightforward (serde_json::Value, Arrow builders, ArrowWriter zstd(1)): {:.2} ms  {:.0} events/s  {:.2} MB: run_batch is {:.1}x as fast ({:.1}x with auto)",
+        ms(t_plain),
+        rate(n, t_plain),
+        plain.bytes as f64 / 1e6,
+        t_plain.as_secs_f64() / t_pipeline.as_secs_f64(),
+        t_plain.as_secs_f64() / t_pipeline_auto.as_secs_f64(),
     );
     let line = |what: &str, d: Duration, of: Duration| {
         println!(
@@ -690,6 +718,9 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
         "events_per_s_auto": rate(n, t_pipeline_auto),
         "json_mb_per_s": json_mb / t_pipeline.as_secs_f64(),
         "cold_pipeline_ms": ms(get("pipeline_cold")),
+        "straightforward_ms": ms(t_plain),
+        "straightforward_bytes": plain.bytes,
+        "events_per_s_straightforward": rate(n, t_plain),
         "envelope_ms": ms(get("envelope")),
         "decode_enrich_ms": ms(t_enrich),
         "typing_ms": ms(t_typing),
