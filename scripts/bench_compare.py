@@ -171,6 +171,7 @@ def cmd_run(a):
         problems = compare(lake_a, lake_b)
         checks.append({"check": ours_name, "problems": problems})
     if a.json:
+        os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
         with open(a.json, "w") as f:
             json.dump({"events": n_events, "runs": a.runs, "results": results, "checks": checks}, f,
                       indent=1)
