@@ -235,15 +235,16 @@ pub fn enrich(json: &[u8]) -> Result<Event<'_>, Reject> {
     let payload: Vec<(Cow<'_, str>, &RawValue)> = if derived_seen {
         let rest: IndexMap<String, &RawValue> = fields
             .into_iter()
-            .filter(|(k, _)| !matches!(k.as_ref(), "event_uuid" | "event_name" | "created_at"))
+            .filter(is_payload)
             .map(|(k, v)| (k.into_owned(), v))
             .collect();
         rename_derived(rest, &partition, &created_datetime)
     } else {
-        fields
-            .into_iter()
-            .filter(|(k, _)| !matches!(k.as_ref(), "event_uuid" | "event_name" | "created_at"))
-            .collect()
+        // exact size: the parse's vector has room for 24 fields, and the
+        // event is kept for the whole batch (~500 bytes per event unused)
+        let mut payload = Vec::with_capacity(fields.len().saturating_sub(3));
+        payload.extend(fields.into_iter().filter(is_payload));
+        payload
     };
     Ok(Event {
         event_uuid,
@@ -254,6 +255,11 @@ pub fn enrich(json: &[u8]) -> Result<Event<'_>, Reject> {
         payload,
         json,
     })
+}
+
+/// Whether a top-level field is payload: not one of the fields every event has.
+fn is_payload((name, _): &(Cow<'_, str>, &RawValue)) -> bool {
+    !matches!(name.as_ref(), "event_uuid" | "event_name" | "created_at")
 }
 
 /// The JSON kind of a raw value, for messages.
@@ -412,6 +418,17 @@ mod tests {
 
     fn err(json: &str) -> Reject {
         enrich(json.as_bytes()).expect_err("rejected")
+    }
+
+    #[test]
+    fn the_payload_keeps_no_spare_room() {
+        // events are held for a whole batch: spare capacity was ~500 bytes each
+        let e = ok(
+            r#"{"event_uuid":"u","a":1,"event_name":"x:y","b":"two","created_at":1710670530,"c":null}"#,
+        );
+        let names: Vec<&str> = e.payload.iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(e.payload.capacity(), e.payload.len());
     }
 
     #[test]
