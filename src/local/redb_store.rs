@@ -9,7 +9,7 @@
 //! bytes of database per claim, now ~200; timings in BENCHMARKS.md).
 //! A format 1 database is converted when it is opened.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
