@@ -165,6 +165,7 @@ pub async fn ingest<S: DedupStore, O: ObjectSink>(
     let mut counts = Counts::default();
     let mut failures = Vec::new();
     let mut reader = spawn_reader(files, limits.clone());
+    let mut waited = Instant::now();
     while let Some(msg) = reader.recv().await {
         let batch = match msg? {
             Read::Progress(done) => {
@@ -173,6 +174,12 @@ pub async fn ingest<S: DedupStore, O: ObjectSink>(
             }
             Read::Batch(b) => b,
         };
+        tracing::debug!(
+            records = batch.len(),
+            waited_ms = waited.elapsed().as_secs_f64() * 1e3,
+            since_start_ms = start.elapsed().as_secs_f64() * 1e3,
+            "batch read"
+        );
         let outcome = run_batch(&batch, store, sink, cfg, Utc::now()).await;
         counts.add(&outcome.counts);
         for f in outcome.failed {
@@ -183,6 +190,7 @@ pub async fn ingest<S: DedupStore, O: ObjectSink>(
                 });
             }
         }
+        waited = Instant::now();
     }
 
     let elapsed = start.elapsed().max(Duration::from_micros(1));

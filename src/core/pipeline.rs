@@ -207,6 +207,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     now: DateTime<Utc>,
 ) -> BatchOutcome {
     let n = records.len();
+    let started = Instant::now();
     let now_s = now.timestamp();
     let mut out = BatchOutcome::default();
     out.counts.records = n as u64;
@@ -246,6 +247,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
             }
         }
     }
+    let enriched_at = started.elapsed();
     let claim_keys: Vec<Cow<'_, str>> = events
         .iter()
         .zip(&owners)
@@ -307,6 +309,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     // all its claims succeed: files are still put only after their claims,
     // and a file that loses events to held claims is encoded again without
     // them.
+    let grouped_at = started.elapsed();
     let pending: Vec<usize> = (0..n).filter(|&i| dest[i] != usize::MAX).collect();
     let claims: Vec<Claim<'_>> = pending
         .iter()
@@ -415,6 +418,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         }
     };
     out.sink_ms += prepared.sink_ms;
+    let (prepared_typing, prepared_encode) = (prepared.typing, prepared.encode);
     if let Err(e) = &prepared.schema {
         for (group, members) in groups.iter().zip(&mut to_write) {
             if !group.dead_letters {
@@ -471,6 +475,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     }
 
     // put every file concurrently
+    let encoded_at = started.elapsed();
     let t = Instant::now();
     let groups_ref = &groups;
     let put_results = futures::stream::iter(files)
@@ -524,6 +529,18 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         }
     }
     out.counts.failed = out.failed.len() as u64;
+    tracing::debug!(
+        records = n,
+        files = out.counts.files,
+        decode_enrich_ms = enriched_at.as_secs_f64() * 1e3,
+        group_ms = (grouped_at - enriched_at).as_secs_f64() * 1e3,
+        claim_ms = claim_time.as_secs_f64() * 1e3,
+        typing_ms = prepared_typing.as_secs_f64() * 1e3,
+        encode_ms = prepared_encode.as_secs_f64() * 1e3,
+        until_put_ms = (encoded_at - grouped_at).as_secs_f64() * 1e3,
+        put_ms = (started.elapsed() - encoded_at).as_secs_f64() * 1e3,
+        "batch phases"
+    );
     for f in &out.failed {
         tracing::warn!(record = %records[f.index].origin.describe(), reason = %f.reason, "record not handled; it will be retried");
     }
@@ -542,6 +559,10 @@ struct Prepared<'e, 'a> {
     bodies: Vec<Option<Result<Vec<u8>, String>>>,
     /// Time spent committing the schema.
     sink_ms: u64,
+    /// Time spent taking the values' kinds (and committing the schema), and
+    /// encoding the files.
+    typing: std::time::Duration,
+    encode: std::time::Duration,
 }
 
 /// Takes the kinds of the given members' values in every data group, commits
@@ -563,6 +584,7 @@ async fn prepare<'e, 'a, O: ObjectSink>(
             rows_of(members, events)
         })
         .collect();
+    let started = Instant::now();
     let mut stats = BatchStats::new();
     for group_rows in &rows {
         if let Some(first) = group_rows.first() {
@@ -582,6 +604,7 @@ async fn prepare<'e, 'a, O: ObjectSink>(
         sink_ms = t.elapsed().as_millis() as u64;
         ensured.map(Some).map_err(|e| e.to_string())
     };
+    let typing = started.elapsed();
     let mut bodies: Vec<Option<Result<Vec<u8>, String>>> = groups.iter().map(|_| None).collect();
     if let Ok(schema) = &schema {
         let jobs: Vec<usize> = (0..groups.len()).filter(|&g| !rows[g].is_empty()).collect();
@@ -598,6 +621,8 @@ async fn prepare<'e, 'a, O: ObjectSink>(
         schema,
         bodies,
         sink_ms,
+        typing,
+        encode: started.elapsed() - typing,
     }
 }
 
