@@ -178,12 +178,17 @@ pub struct Column {
     /// One entry per row of an optional column: whether it has a value.
     defined: Vec<bool>,
     rows: usize,
+    /// The rows the column was made for: string data grows once for them.
+    planned_rows: usize,
     values: usize,
     data: Data,
     minmax: MinMax,
     cuts: Vec<Cut>,
     page_start: usize,
 }
+
+/// The most a string column reserves ahead for its coming rows.
+const MAX_STRING_RESERVE: usize = 16 << 20;
 
 impl Column {
     /// An empty column; `capacity` rows and `data_bytes` bytes of string data
@@ -211,11 +216,23 @@ impl Column {
                 Vec::with_capacity(capacity)
             },
             rows: 0,
+            planned_rows: capacity,
             values: 0,
             data,
             minmax: MinMax::None,
             cuts: Vec::new(),
             page_start: 0,
+        }
+    }
+
+    /// Bytes the column's data can hold before it grows again.
+    #[cfg(test)]
+    fn data_capacity(&self) -> usize {
+        match &self.data {
+            Data::Bool(d) => d.capacity(),
+            Data::Int64(d) => d.capacity() * 8,
+            Data::Double(d) => d.capacity() * 8,
+            Data::String(d) => d.capacity(),
         }
     }
 
@@ -312,6 +329,14 @@ impl Column {
             // a single value over 4 GiB cannot come from a 16 MiB record
             return;
         };
+        let need = 4 + v.len();
+        if d.capacity() - d.len() < need {
+            // grow once for the rows still to come at the average size so
+            // far (capped), not by doubling again and again
+            let per_row = (d.len() + need).div_ceil(self.rows + 1);
+            let rest = self.planned_rows.saturating_sub(self.rows + 1);
+            d.reserve(need + per_row.saturating_mul(rest).min(MAX_STRING_RESERVE));
+        }
         d.extend_from_slice(&len.to_le_bytes());
         let at = (d.len(), v.len());
         d.extend_from_slice(v.as_bytes());
@@ -1057,6 +1082,30 @@ pub(crate) mod tests {
                 "a".repeat(20)
             );
         }
+    }
+
+    #[test]
+    fn a_string_column_grows_once_for_the_rows_it_was_made_for() {
+        // no size guess: the first value's size stands for the rest
+        let rows = 200;
+        let mut s = Column::new("s", ColumnType::String, false, rows, 0);
+        let mut grew = 0;
+        let mut cap = s.data_capacity();
+        for i in 0..rows {
+            s.push_str(&"x".repeat(40 + i % 7));
+            if s.data_capacity() != cap {
+                grew += 1;
+                cap = s.data_capacity();
+            }
+        }
+        assert!(
+            grew <= 2,
+            "the string data grew {grew} times for {rows} rows"
+        );
+        // a huge first value does not reserve its size for every coming row
+        let mut big = Column::new("b", ColumnType::String, false, 1_000_000, 0);
+        big.push_str(&"y".repeat(1 << 20));
+        assert!(big.data_capacity() <= (1 << 20) + 4 + MAX_STRING_RESERVE);
     }
 
     #[test]
