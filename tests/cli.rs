@@ -524,7 +524,7 @@ fn compression_is_chosen_per_run_or_by_chunk_size_and_a_bad_codec_is_refused() {
     let lines: String = (0..100)
         .map(|i| {
             format!(
-                "{{\"event_uuid\":\"u-{i}\",\"event_name\":\"a:b\",\"created_at\":{},\"note\":\"the same words again\"}}\n",
+                "{{\"event_uuid\":\"u-{i}\",\"event_name\":\"a:b\",\"created_at\":{},\"note\":\"the same words again, {i:03}\"}}\n",
                 1_700_000_000 + i
             )
         })
@@ -571,8 +571,8 @@ fn compression_is_chosen_per_run_or_by_chunk_size_and_a_bad_codec_is_refused() {
         }
         assert!(seen > 0, "{codec}: no column was compressed at all");
     }
-    // auto: the 100 notes (2,400 bytes) with zstd, the short uuids (~750
-    // bytes) with snappy, in the same file
+    // auto: the 100 notes (~3,100 bytes, all different, so not a dictionary)
+    // with zstd, the short uuids (~750 bytes) with snappy, in the same file
     let files = files_under(&ingest_with("auto"), ".parquet");
     assert_eq!(files.len(), 1, "{files:?}");
     let r =

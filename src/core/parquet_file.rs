@@ -1,6 +1,7 @@
 //! A Parquet file writer for the lake's flat files: columns of booleans,
 //! 64-bit integers, doubles and UTF-8 strings, built value by value and
-//! written as PLAIN data pages (v1) with RLE definition levels, column-chunk
+//! written as PLAIN data pages (v1) with RLE definition levels (string chunks
+//! of few distinct values as a dictionary page and indices), column-chunk
 //! statistics and a Thrift footer.
 //!
 //! Why not the `parquet` crate's writer: a Lambda batch at the starting load
@@ -388,7 +389,12 @@ struct ChunkMeta {
     nulls: i64,
     uncompressed: i64,
     compressed: i64,
+    /// Where the chunk starts (its dictionary page, if any).
     offset: i64,
+    /// Where its first data page starts.
+    data_offset: i64,
+    /// Where its dictionary page starts, for a dictionary-encoded chunk.
+    dictionary_offset: Option<i64>,
     encodings: &'static [i32],
     /// Min and max values, as the statistics store them.
     minmax: Option<(Vec<u8>, Vec<u8>)>,
@@ -447,6 +453,19 @@ fn compress(codec: Codec, src: &[u8], out: &mut Vec<u8>) -> Result<(), CompressE
     Ok(())
 }
 
+/// A string column's min and max as the statistics store them (none when
+/// either is too long to be useful).
+fn string_minmax(col: &Column) -> Option<(Vec<u8>, Vec<u8>)> {
+    match (&col.minmax, &col.data) {
+        (MinMax::String((lo, ll), (hi, hl)), Data::String(d))
+            if *ll <= MAX_STAT_BYTES && *hl <= MAX_STAT_BYTES =>
+        {
+            Some((d[*lo..lo + ll].to_vec(), d[*hi..hi + hl].to_vec()))
+        }
+        _ => None,
+    }
+}
+
 /// Appends the bytes of one page, before compression: the definition levels
 /// of an optional column (v1 layout: 4-byte length first), then the values.
 fn page_body(col: &Column, from: Cut, to: Cut, body: &mut Vec<u8>) {
@@ -470,6 +489,128 @@ fn page_body(col: &Column, from: Cut, to: Cut, body: &mut Vec<u8>) {
             }
         }
         Data::String(d) => body.extend_from_slice(&d[from.bytes..to.bytes]),
+    }
+}
+
+/// The PLAIN_DICTIONARY encoding: a dictionary page, and data pages of
+/// indices into it (Parquet's v1 name for it, which every reader knows).
+const PLAIN_DICTIONARY: i32 = 2;
+
+/// A dictionary is used when its distinct values are at most this share of
+/// the chunk's values (one in four), and the dictionary and indices take at
+/// most half the bytes of the values written out.
+const DICTIONARY_MAX_SHARE: usize = 4;
+
+/// A string chunk's dictionary: its distinct values in order of first
+/// appearance, PLAIN-encoded as the dictionary page holds them, and the index
+/// of each value.
+struct Dictionary {
+    page: Vec<u8>,
+    count: usize,
+    indices: Vec<u32>,
+}
+
+/// The dictionary of a string column chunk, when it pays: few distinct values
+/// (names, states, countries, devices) make a dictionary page and a page of
+/// small indices, much smaller than the values themselves, and nothing left
+/// for the codec to do on them. Columns of unique values (ids, free text) are
+/// given up after a quarter of their values.
+fn dictionary_of(col: &Column) -> Option<Dictionary> {
+    let Data::String(d) = &col.data else {
+        return None;
+    };
+    if col.values < 2 || all_distinct_at_first(d, col.values) {
+        return None;
+    }
+    let limit = col.values / DICTIONARY_MAX_SHARE + 1;
+    let mut seen: foldhash::HashMap<&[u8], u32> =
+        foldhash::HashMapExt::with_capacity(limit.min(64));
+    let mut page = Vec::new();
+    let mut indices = Vec::with_capacity(col.values);
+    let mut at = 0;
+    while let Some(prefix) = d.get(at..at + 4) {
+        let len = u32::from_le_bytes(prefix.try_into().ok()?) as usize;
+        let end = at + 4 + len;
+        let value = d.get(at + 4..end)?;
+        let next = seen.len() as u32;
+        let index = *seen.entry(value).or_insert_with(|| {
+            page.extend_from_slice(&d[at..end]);
+            next
+        });
+        // too many distinct values: a column of ids or free text
+        if seen.len() > limit {
+            return None;
+        }
+        indices.push(index);
+        at = end;
+    }
+    let index_bytes = (indices.len() * bit_width(seen.len())).div_ceil(8) + 16;
+    (page.len() + index_bytes <= d.len() / 2).then_some(Dictionary {
+        page,
+        count: seen.len(),
+        indices,
+    })
+}
+
+/// Whether the first 8 values of a chunk of more than 8 are all different:
+/// then it is a column of ids or free text (a column of a few dozen values
+/// or fewer repeats one in its first 8 more often than not), given up before
+/// any hashing or allocation. PLAIN string data is `d`, `values` of them.
+fn all_distinct_at_first(d: &[u8], values: usize) -> bool {
+    const SAMPLE: usize = 8;
+    if values <= SAMPLE {
+        return false;
+    }
+    let mut first: [&[u8]; SAMPLE] = [&[]; SAMPLE];
+    let mut at = 0;
+    for k in 0..SAMPLE {
+        let Some(prefix) = d.get(at..at + 4) else {
+            return false;
+        };
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let Some(value) = d.get(at + 4..at + 4 + len) else {
+            return false;
+        };
+        if first[..k].contains(&value) {
+            return false;
+        }
+        first[k] = value;
+        at += 4 + len;
+    }
+    true
+}
+
+/// Bits per index into a dictionary of `n` values (at least 1).
+fn bit_width(n: usize) -> usize {
+    (usize::BITS - n.saturating_sub(1).leading_zeros()).max(1) as usize
+}
+
+/// Appends dictionary indices as a data page holds them: the bit width, then
+/// the RLE / bit-packed hybrid (one RLE run when every index is the same,
+/// else bit-packed runs of at most 63 groups of 8, as parquet-mr writes them).
+fn encode_indices(indices: &[u32], width: usize, out: &mut Vec<u8>) {
+    out.push(width as u8);
+    if let Some(&first) = indices.first()
+        && indices.iter().all(|&i| i == first)
+    {
+        varint(out, (indices.len() as u64) << 1);
+        out.extend_from_slice(&first.to_le_bytes()[..width.div_ceil(8)]);
+        return;
+    }
+    for run in indices.chunks(63 * 8) {
+        let groups = run.len().div_ceil(8);
+        varint(out, ((groups as u64) << 1) | 1);
+        let (mut acc, mut bits) = (0u64, 0usize);
+        // the last group is padded with zeros (readers stop at the page's count)
+        for k in 0..groups * 8 {
+            acc |= u64::from(run.get(k).copied().unwrap_or(0)) << bits;
+            bits += width;
+            while bits >= 8 {
+                out.push(acc as u8);
+                acc >>= 8;
+                bits -= 8;
+            }
+        }
     }
 }
 
@@ -553,6 +694,9 @@ impl FileWriter {
     }
 
     fn write_chunk(&mut self, col: &Column) -> Result<ChunkMeta, CompressError> {
+        if let Some(dict) = dictionary_of(col) {
+            return self.write_dictionary_chunk(col, dict);
+        }
         let offset = self.out.len() as i64;
         let end = Cut {
             rows: col.rows,
@@ -624,12 +768,7 @@ impl FileWriter {
                 let hi = if hi == 0.0 { 0.0f64 } else { hi };
                 Some((lo.to_le_bytes().to_vec(), hi.to_le_bytes().to_vec()))
             }
-            MinMax::String((lo, ll), (hi, hl)) => match &col.data {
-                Data::String(d) if ll <= MAX_STAT_BYTES && hl <= MAX_STAT_BYTES => {
-                    Some((d[lo..lo + ll].to_vec(), d[hi..hi + hl].to_vec()))
-                }
-                _ => None,
-            },
+            MinMax::String(..) => string_minmax(col),
         };
         Ok(ChunkMeta {
             ty: col.ty,
@@ -640,8 +779,96 @@ impl FileWriter {
             uncompressed,
             compressed,
             offset,
+            data_offset: offset,
+            dictionary_offset: None,
             encodings: if col.required { &[0] } else { &[0, 3] },
             minmax,
+        })
+    }
+
+    /// Writes a string column chunk as a dictionary page (its distinct values,
+    /// PLAIN) and one data page of indices into it (RLE / bit-packed hybrid):
+    /// the encoding parquet-mr's v1 writer uses, read by every engine.
+    fn write_dictionary_chunk(
+        &mut self,
+        col: &Column,
+        dict: Dictionary,
+    ) -> Result<ChunkMeta, CompressError> {
+        let offset = self.out.len() as i64;
+        let mut body = std::mem::take(&mut self.body);
+        let mut packed = std::mem::take(&mut self.packed);
+        // the data page: definition levels (optional columns), then indices
+        body.clear();
+        if !col.required {
+            body.extend_from_slice(&[0; 4]);
+            encode_levels(&col.defined, &mut body);
+            let len = (body.len() - 4) as u32;
+            body[..4].copy_from_slice(&len.to_le_bytes());
+        }
+        encode_indices(&dict.indices, bit_width(dict.count), &mut body);
+        // one codec for both pages, by their size together; uncompressed when
+        // the codec does not make them smaller
+        let mut codec = self.codec.for_chunk(dict.page.len() + body.len());
+        let mut packed_dict = Vec::new();
+        if codec != Codec::Uncompressed {
+            compress(codec, &dict.page, &mut packed_dict)?;
+            compress(codec, &body, &mut packed)?;
+            if packed_dict.len() + packed.len() >= dict.page.len() + body.len() {
+                codec = Codec::Uncompressed;
+            }
+        }
+        let (dict_page, data_page): (&[u8], &[u8]) = if codec == Codec::Uncompressed {
+            (&dict.page, &body)
+        } else {
+            (&packed_dict, &packed)
+        };
+        let mut uncompressed = 0i64;
+        let mut compressed = 0i64;
+        let at = self.out.len();
+        let mut header = Thrift::new(&mut self.out);
+        header.i32(1, 2); // DICTIONARY_PAGE
+        header.i32(2, dict.page.len() as i32);
+        header.i32(3, dict_page.len() as i32);
+        header.struct_begin(7); // DictionaryPageHeader
+        header.i32(1, dict.count as i32);
+        header.i32(2, PLAIN_DICTIONARY);
+        header.struct_end();
+        header.stop();
+        let header_len = self.out.len() - at;
+        uncompressed += (header_len + dict.page.len()) as i64;
+        compressed += (header_len + dict_page.len()) as i64;
+        self.out.extend_from_slice(dict_page);
+        let data_offset = self.out.len() as i64;
+        let at = self.out.len();
+        let mut header = Thrift::new(&mut self.out);
+        header.i32(1, 0); // DATA_PAGE
+        header.i32(2, body.len() as i32);
+        header.i32(3, data_page.len() as i32);
+        header.struct_begin(5); // DataPageHeader
+        header.i32(1, col.rows as i32);
+        header.i32(2, PLAIN_DICTIONARY); // values: indices into the dictionary
+        header.i32(3, 3); // definition levels: RLE
+        header.i32(4, 3); // repetition levels: RLE
+        header.struct_end();
+        header.stop();
+        let header_len = self.out.len() - at;
+        uncompressed += (header_len + body.len()) as i64;
+        compressed += (header_len + data_page.len()) as i64;
+        self.out.extend_from_slice(data_page);
+        (self.body, self.packed) = (body, packed);
+        Ok(ChunkMeta {
+            ty: col.ty,
+            name: col.name.clone(),
+            codec,
+            num_values: col.rows as i64,
+            nulls: (col.rows - col.values) as i64,
+            uncompressed,
+            compressed,
+            offset,
+            data_offset,
+            dictionary_offset: Some(offset),
+            encodings: &[PLAIN_DICTIONARY, 3],
+            minmax: string_minmax(col),
         })
     }
 
@@ -690,7 +917,10 @@ impl FileWriter {
                 t.i64(5, c.num_values);
                 t.i64(6, c.uncompressed);
                 t.i64(7, c.compressed);
-                t.i64(9, c.offset);
+                t.i64(9, c.data_offset);
+                if let Some(at) = c.dictionary_offset {
+                    t.i64(11, at);
+                }
                 t.struct_begin(12);
                 t.i64(3, c.nulls);
                 if let Some((min, max)) = &c.minmax {
@@ -1066,10 +1296,11 @@ pub(crate) mod tests {
     #[test]
     fn a_small_first_page_is_stored_uncompressed_without_trying() {
         for (rows, codec) in [(10, Compression::UNCOMPRESSED), (12, Compression::SNAPPY)] {
-            // 10 rows: 240 bytes (below the limit), 12 rows: 288 bytes
+            // 10 rows: 240 bytes (below the limit), 12 rows: 288 bytes; all
+            // distinct, so written out (PLAIN), not as a dictionary
             let mut s = Column::new("s", ColumnType::String, true, rows, 0);
-            for _ in 0..rows {
-                s.push_str(&"a".repeat(20));
+            for r in 0..rows {
+                s.push_str(&format!("{r:020}"));
             }
             let cols = vec![s];
             let mut w = FileWriter::new(Codec::Snappy, schema_of(&cols));
@@ -1079,9 +1310,117 @@ pub(crate) mod tests {
             assert_eq!(m.metadata().row_group(0).column(0).compression(), codec);
             assert_eq!(
                 read(&bytes).column(0).as_string::<i32>().value(rows - 1),
-                "a".repeat(20)
+                format!("{:020}", rows - 1)
             );
         }
+    }
+
+    /// A string column of `n` rows (nulls where `present` says) whose value
+    /// in row r is `value(r)`.
+    fn strings(n: usize, required: bool, value: impl Fn(usize) -> String) -> Column {
+        let mut c = Column::new("s", ColumnType::String, required, n, 0);
+        for r in 0..n {
+            if required || present(r) {
+                c.push_str(&value(r));
+            } else {
+                c.push_nulls(1);
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn few_distinct_strings_are_dictionary_encoded_and_read_back() {
+        let colours = ["red", "green", "blüe"];
+        type Case = (&'static str, usize, bool, Box<dyn Fn(usize) -> String>);
+        let cases: Vec<Case> = vec![
+            // one value everywhere (an event name in its partition): one RLE run
+            (
+                "constant",
+                40,
+                true,
+                Box::new(|_| "video:viewed".to_string()),
+            ),
+            // three values with nulls, over several bit-packed runs
+            (
+                "colours",
+                1100,
+                false,
+                Box::new(move |r| colours[r * 7 % 3].to_string()),
+            ),
+            // 300 values, in runs of three: 9 bits per index
+            (
+                "wide",
+                2000,
+                true,
+                Box::new(|r| format!("city-{}", r / 3 * 7 % 300)),
+            ),
+        ];
+        for codec in [
+            Codec::Uncompressed,
+            Codec::Snappy,
+            Codec::Zstd(1),
+            Codec::AUTO,
+        ] {
+            for (what, n, required, value) in &cases {
+                let col = strings(*n, *required, value);
+                let cols = vec![col];
+                let mut w = FileWriter::new(codec, schema_of(&cols));
+                w.write_row_group(&cols).expect("write");
+                let bytes = w.finish("t", &[]);
+                let chunk = meta(&bytes).metadata().row_group(0).column(0).clone();
+                assert!(
+                    chunk.dictionary_page_offset().is_some(),
+                    "{what} {codec}: no dictionary page"
+                );
+                assert!(
+                    chunk
+                        .encodings()
+                        .any(|e| e == parquet::basic::Encoding::PLAIN_DICTIONARY),
+                    "{what} {codec}"
+                );
+                let b = read(&bytes);
+                let s = b.column(0).as_string::<i32>();
+                assert_eq!(b.num_rows(), *n);
+                for r in 0..*n {
+                    if *required || present(r) {
+                        assert_eq!(s.value(r), value(r), "{what} {codec} row {r}");
+                    } else {
+                        assert!(s.is_null(r), "{what} {codec} row {r}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ids_and_free_text_stay_plain() {
+        // unique values, and values half of them distinct: a dictionary would
+        // not be smaller
+        let unique = strings(500, true, |r| format!("{r:08x}-4e1c-9a7b"));
+        assert!(dictionary_of(&unique).is_none());
+        let half = strings(500, true, |r| format!("v{}", r / 2));
+        assert!(dictionary_of(&half).is_none());
+        let few = strings(500, true, |r| format!("v{}", r % 20 / 3));
+        assert!(dictionary_of(&few).is_some());
+        // 8 different values first: given up without hashing, even though a
+        // dictionary would have been smaller
+        let sorted = strings(500, true, |r| format!("v{}", r % 20));
+        assert!(dictionary_of(&sorted).is_none());
+        let cols = vec![unique];
+        let mut w = FileWriter::new(Codec::Zstd(1), schema_of(&cols));
+        w.write_row_group(&cols).expect("write");
+        let bytes = w.finish("t", &[]);
+        let chunk = meta(&bytes).metadata().row_group(0).column(0).clone();
+        assert_eq!(chunk.dictionary_page_offset(), None);
+    }
+
+    #[test]
+    fn bit_widths_fit_the_dictionary() {
+        assert_eq!(
+            [1, 2, 3, 4, 5, 256, 257].map(bit_width),
+            [1, 1, 2, 2, 3, 8, 9]
+        );
     }
 
     #[test]

@@ -119,3 +119,38 @@ def test_the_demo_lake_mixes_codecs_and_spark_reads_every_value(spark, demo_lake
     for uuid, e in expected.items():
         assert rows[uuid]["user_id"] == e["user_id"], uuid
         assert rows[uuid]["amount"] == e["amount"], uuid
+
+
+def test_dictionary_encoded_columns_read_in_every_engine(spark, demo_lake):
+    """Columns of few distinct values (`country`: 5, `event_name` within a
+    partition) are written as a dictionary page and indices (PLAIN_DICTIONARY,
+    parquet-mr's v1 encoding), nulls included: Spark, DuckDB and pyarrow read
+    every value of them across the whole lake."""
+    dictionary_chunks = {"country": 0, "event_name": 0}
+    for f in parquet_files(demo_lake):
+        md = pq.ParquetFile(f).metadata
+        for g in range(md.num_row_groups):
+            for c in range(md.num_columns):
+                col = md.row_group(g).column(c)
+                if col.path_in_schema in dictionary_chunks and col.has_dictionary_page:
+                    assert "PLAIN_DICTIONARY" in col.encodings, (f, col.encodings)
+                    dictionary_chunks[col.path_in_schema] += 1
+    assert all(dictionary_chunks.values()), dictionary_chunks
+    expected = {u: (e["event_name"], e.get("country")) for u, e in demo_events().items()}
+
+    df = spark.read.option("mergeSchema", "true").parquet(str(demo_lake))
+    got = {r["event_uuid"]: (r["event_name"], r["country"])
+           for r in df.select("event_uuid", "event_name", "country").collect()}
+    assert got == expected
+
+    glob = str(demo_lake / "**" / "*.parquet")
+    rel = duckdb.sql(f"SELECT event_uuid, event_name, country FROM read_parquet('{glob}', "
+                     "hive_partitioning = true, union_by_name = true)")
+    assert {u: (n, c) for u, n, c in rel.fetchall()} == expected
+
+    part = ds.HivePartitioning.discover(infer_dictionary=False)
+    first = ds.dataset(demo_lake, format="parquet", partitioning=part)
+    schema = pa.unify_schemas([f.physical_schema for f in first.get_fragments()] + [first.partitioning.schema])
+    table = ds.dataset(demo_lake, format="parquet", partitioning=part, schema=schema).to_table(
+        columns=["event_uuid", "event_name", "country"])
+    assert {r["event_uuid"]: (r["event_name"], r["country"]) for r in table.to_pylist()} == expected
