@@ -400,6 +400,56 @@ struct ChunkMeta {
     minmax: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+impl ChunkMeta {
+    /// The metadata of `col`'s chunk written PLAIN at `offset`, with its
+    /// sizes (before and after compression) and no statistics yet.
+    fn plain(
+        col: &Column,
+        codec: Codec,
+        (uncompressed, compressed): (i64, i64),
+        offset: i64,
+    ) -> Self {
+        ChunkMeta {
+            ty: col.ty,
+            name: col.name.clone(),
+            codec,
+            num_values: col.rows as i64,
+            nulls: (col.rows - col.values) as i64,
+            uncompressed,
+            compressed,
+            offset,
+            data_offset: offset,
+            dictionary_offset: None,
+            encodings: if col.required { &[PLAIN] } else { &[PLAIN, 3] },
+            minmax: None,
+        }
+    }
+}
+
+/// Appends a v1 data page's header (RLE definition levels, values in
+/// `encoding`) for a page of `rows` rows and its `(raw, stored)` sizes;
+/// returns the header's length.
+fn data_page_header(
+    out: &mut Vec<u8>,
+    (raw, stored): (usize, usize),
+    rows: usize,
+    encoding: i32,
+) -> usize {
+    let at = out.len();
+    let mut header = Thrift::new(out);
+    header.i32(1, 0); // DATA_PAGE
+    header.i32(2, raw as i32);
+    header.i32(3, stored as i32);
+    header.struct_begin(5); // DataPageHeader
+    header.i32(1, rows as i32);
+    header.i32(2, encoding);
+    header.i32(3, 3); // definition levels: RLE
+    header.i32(4, 3); // repetition levels: RLE
+    header.struct_end();
+    header.stop();
+    out.len() - at
+}
+
 struct RowGroupMeta {
     columns: Vec<ChunkMeta>,
     rows: i64,
@@ -491,6 +541,9 @@ fn page_body(col: &Column, from: Cut, to: Cut, body: &mut Vec<u8>) {
         Data::String(d) => body.extend_from_slice(&d[from.bytes..to.bytes]),
     }
 }
+
+/// The PLAIN encoding: values written out one after another.
+const PLAIN: i32 = 0;
 
 /// The PLAIN_DICTIONARY encoding: a dictionary page, and data pages of
 /// indices into it (Parquet's v1 name for it, which every reader knows).
@@ -739,19 +792,12 @@ impl FileWriter {
             } else {
                 &packed
             };
-            let at = self.out.len();
-            let mut header = Thrift::new(&mut self.out);
-            header.i32(1, 0); // DATA_PAGE
-            header.i32(2, body.len() as i32);
-            header.i32(3, page.len() as i32);
-            header.struct_begin(5); // DataPageHeader
-            header.i32(1, (cut.rows - from.rows) as i32);
-            header.i32(2, 0); // values: PLAIN
-            header.i32(3, 3); // definition levels: RLE
-            header.i32(4, 3); // repetition levels: RLE
-            header.struct_end();
-            header.stop();
-            let header_len = self.out.len() - at;
+            let header_len = data_page_header(
+                &mut self.out,
+                (body.len(), page.len()),
+                cut.rows - from.rows,
+                PLAIN,
+            );
             uncompressed += (header_len + body.len()) as i64;
             compressed += (header_len + page.len()) as i64;
             self.out.extend_from_slice(page);
@@ -771,18 +817,8 @@ impl FileWriter {
             MinMax::String(..) => string_minmax(col),
         };
         Ok(ChunkMeta {
-            ty: col.ty,
-            name: col.name.clone(),
-            codec,
-            num_values: col.rows as i64,
-            nulls: (col.rows - col.values) as i64,
-            uncompressed,
-            compressed,
-            offset,
-            data_offset: offset,
-            dictionary_offset: None,
-            encodings: if col.required { &[0] } else { &[0, 3] },
             minmax,
+            ..ChunkMeta::plain(col, codec, (uncompressed, compressed), offset)
         })
     }
 
@@ -839,36 +875,23 @@ impl FileWriter {
         compressed += (header_len + dict_page.len()) as i64;
         self.out.extend_from_slice(dict_page);
         let data_offset = self.out.len() as i64;
-        let at = self.out.len();
-        let mut header = Thrift::new(&mut self.out);
-        header.i32(1, 0); // DATA_PAGE
-        header.i32(2, body.len() as i32);
-        header.i32(3, data_page.len() as i32);
-        header.struct_begin(5); // DataPageHeader
-        header.i32(1, col.rows as i32);
-        header.i32(2, PLAIN_DICTIONARY); // values: indices into the dictionary
-        header.i32(3, 3); // definition levels: RLE
-        header.i32(4, 3); // repetition levels: RLE
-        header.struct_end();
-        header.stop();
-        let header_len = self.out.len() - at;
+        // values: indices into the dictionary
+        let header_len = data_page_header(
+            &mut self.out,
+            (body.len(), data_page.len()),
+            col.rows,
+            PLAIN_DICTIONARY,
+        );
         uncompressed += (header_len + body.len()) as i64;
         compressed += (header_len + data_page.len()) as i64;
         self.out.extend_from_slice(data_page);
         (self.body, self.packed) = (body, packed);
         Ok(ChunkMeta {
-            ty: col.ty,
-            name: col.name.clone(),
-            codec,
-            num_values: col.rows as i64,
-            nulls: (col.rows - col.values) as i64,
-            uncompressed,
-            compressed,
-            offset,
             data_offset,
             dictionary_offset: Some(offset),
             encodings: &[PLAIN_DICTIONARY, 3],
             minmax: string_minmax(col),
+            ..ChunkMeta::plain(col, codec, (uncompressed, compressed), offset)
         })
     }
 
