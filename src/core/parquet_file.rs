@@ -520,11 +520,7 @@ fn string_minmax(col: &Column) -> Option<(Vec<u8>, Vec<u8>)> {
 /// of an optional column (v1 layout: 4-byte length first), then the values.
 fn page_body(col: &Column, from: Cut, to: Cut, body: &mut Vec<u8>) {
     if !col.required {
-        let at = body.len();
-        body.extend_from_slice(&[0; 4]);
-        encode_levels(&col.defined[from.rows..to.rows], body);
-        let len = (body.len() - at - 4) as u32;
-        body[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        page_levels(&col.defined[from.rows..to.rows], body);
     }
     match &col.data {
         Data::Bool(d) => pack_bits(&d[from.values..to.values], body),
@@ -580,14 +576,10 @@ fn dictionary_of(col: &Column) -> Option<Dictionary> {
         foldhash::HashMapExt::with_capacity(limit.min(64));
     let mut page = Vec::new();
     let mut indices = Vec::with_capacity(col.values);
-    let mut at = 0;
-    while let Some(prefix) = d.get(at..at + 4) {
-        let len = u32::from_le_bytes(prefix.try_into().ok()?) as usize;
-        let end = at + 4 + len;
-        let value = d.get(at + 4..end)?;
+    for (whole, value) in plain_values(d) {
         let next = seen.len() as u32;
         let index = *seen.entry(value).or_insert_with(|| {
-            page.extend_from_slice(&d[at..end]);
+            page.extend_from_slice(whole);
             next
         });
         // too many distinct values: a column of ids or free text
@@ -595,8 +587,11 @@ fn dictionary_of(col: &Column) -> Option<Dictionary> {
             return None;
         }
         indices.push(index);
-        at = end;
     }
+    if indices.len() != col.values {
+        return None;
+    }
+    // the indices bit-packed, plus their run headers and bit width
     let index_bytes = (indices.len() * bit_width(seen.len())).div_ceil(8) + 16;
     (page.len() + index_bytes <= d.len() / 2).then_some(Dictionary {
         page,
@@ -615,22 +610,25 @@ fn all_distinct_at_first(d: &[u8], values: usize) -> bool {
         return false;
     }
     let mut first: [&[u8]; SAMPLE] = [&[]; SAMPLE];
-    let mut at = 0;
-    for k in 0..SAMPLE {
-        let Some(prefix) = d.get(at..at + 4) else {
-            return false;
-        };
-        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-        let Some(value) = d.get(at + 4..at + 4 + len) else {
-            return false;
-        };
+    for (k, (_, value)) in plain_values(d).take(SAMPLE).enumerate() {
         if first[..k].contains(&value) {
             return false;
         }
         first[k] = value;
-        at += 4 + len;
     }
     true
+}
+
+/// The values of PLAIN string data, each with its 4-byte length first (as a
+/// dictionary page holds it) and without.
+fn plain_values(d: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let len = u32::from_le_bytes(d.get(at..at + 4)?.try_into().ok()?) as usize;
+        let whole = d.get(at..at + 4 + len)?;
+        at += whole.len();
+        Some((whole, &whole[4..]))
+    })
 }
 
 /// Bits per index into a dictionary of `n` values (at least 1).
@@ -665,6 +663,16 @@ fn encode_indices(indices: &[u32], width: usize, out: &mut Vec<u8>) {
             }
         }
     }
+}
+
+/// Appends an optional column's definition levels as a v1 page holds them:
+/// their length (4 bytes, little-endian), then the levels.
+fn page_levels(defined: &[bool], body: &mut Vec<u8>) {
+    let at = body.len();
+    body.extend_from_slice(&[0; 4]);
+    encode_levels(defined, body);
+    let len = (body.len() - at - 4) as u32;
+    body[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
 /// Appends bits packed eight to a byte, least significant first.
@@ -836,10 +844,7 @@ impl FileWriter {
         // the data page: definition levels (optional columns), then indices
         body.clear();
         if !col.required {
-            body.extend_from_slice(&[0; 4]);
-            encode_levels(&col.defined, &mut body);
-            let len = (body.len() - 4) as u32;
-            body[..4].copy_from_slice(&len.to_le_bytes());
+            page_levels(&col.defined, &mut body);
         }
         encode_indices(&dict.indices, bit_width(dict.count), &mut body);
         // one codec for both pages, by their size together; uncompressed when
