@@ -418,7 +418,6 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         }
     };
     out.sink_ms += prepared.sink_ms;
-    let (prepared_typing, prepared_encode) = (prepared.typing, prepared.encode);
     if let Err(e) = &prepared.schema {
         for (group, members) in groups.iter().zip(&mut to_write) {
             if !group.dead_letters {
@@ -535,8 +534,8 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         decode_enrich_ms = enriched_at.as_secs_f64() * 1e3,
         group_ms = (grouped_at - enriched_at).as_secs_f64() * 1e3,
         claim_ms = claim_time.as_secs_f64() * 1e3,
-        typing_ms = prepared_typing.as_secs_f64() * 1e3,
-        encode_ms = prepared_encode.as_secs_f64() * 1e3,
+        typing_ms = prepared.typing.as_secs_f64() * 1e3,
+        encode_ms = prepared.encode.as_secs_f64() * 1e3,
         until_put_ms = (encoded_at - grouped_at).as_secs_f64() * 1e3,
         put_ms = (started.elapsed() - encoded_at).as_secs_f64() * 1e3,
         "batch phases"
