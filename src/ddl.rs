@@ -3,8 +3,10 @@
 //! table over every event (common columns) and, from the schema registry, one
 //! table per event type and subtype with its payload columns. Pure rendering.
 
+use std::collections::HashSet;
+
 use crate::core::encode::Kind;
-use crate::core::partition::{HIVE_NULL, hive_escape};
+use crate::core::partition::{HIVE_NULL, PARTITION_COLUMNS, hive_escape};
 use crate::core::schema::LakeSchema;
 
 /// The columns every data file has, in order, with their Athena types.
@@ -64,18 +66,52 @@ pub fn table_ident(table: &str) -> String {
 /// Every table of a lake: the `events` table over all events (common
 /// columns), then one table per event type and subtype with its payload
 /// columns from the schema registry, each with partition projection.
+///
+/// Athena folds names to lower case, so two event tables whose names differ
+/// only in case or punctuation would get one name, and the second `CREATE
+/// ... IF NOT EXISTS` would do nothing: a later one is named `<name>_2` (and
+/// so on), with a comment saying so. Columns whose names differ only in case
+/// (committed before the schema kept such names apart) are listed once, the
+/// others named in a comment: Athena could not tell them apart.
 pub fn render_all(spec: &TableSpec, schema: &LakeSchema) -> String {
     let mut out = render(spec);
+    let mut idents: HashSet<String> = HashSet::from([spec.table.to_lowercase()]);
     for table in schema.tables.keys() {
         let (event_type, event_subtype) = match table.split_once(':') {
             Some((t, s)) => (t, Some(s)),
             None => (table.as_str(), None),
         };
-        let payload: Vec<(String, &'static str)> = schema
-            .table_columns(table)
+        let mut notes: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = FIXED_COLUMNS
             .iter()
-            .map(|c| (c.name.to_lowercase(), athena_type(c.kind)))
+            .map(|(n, _)| n.to_string())
+            .chain([PARTITION_COLUMNS[2].to_string()])
             .collect();
+        let mut payload: Vec<(String, &'static str)> = Vec::new();
+        for c in schema.table_columns(table) {
+            let name = c.name.to_lowercase();
+            if seen.insert(name.clone()) {
+                payload.push((name, athena_type(c.kind)));
+            } else {
+                notes.push(format!(
+                    "-- column `{}` left out: Athena cannot tell it from another column of the same name in another case",
+                    c.name
+                ));
+            }
+        }
+        let wanted = table_ident(table);
+        let mut ident = wanted.clone();
+        let mut n = 1;
+        while !idents.insert(ident.clone()) {
+            n += 1;
+            ident = format!("{wanted}_{n}");
+        }
+        if ident != wanted {
+            notes.insert(
+                0,
+                format!("-- event table `{table}`: named {ident}, as {wanted} was taken"),
+            );
+        }
         let folder = format!(
             "{}/event_type={}/event_subtype={}",
             spec.location.trim_end_matches('/'),
@@ -83,11 +119,15 @@ pub fn render_all(spec: &TableSpec, schema: &LakeSchema) -> String {
             event_subtype.map_or(HIVE_NULL.into(), hive_escape)
         );
         out.push_str("\n\n");
+        for note in notes {
+            out.push_str(&note);
+            out.push('\n');
+        }
         out.push_str(&create_table(
             spec,
-            &table_ident(table),
+            &ident,
             &payload,
-            &["event_date"],
+            &PARTITION_COLUMNS[2..],
             &folder,
             &[],
         ));
@@ -103,7 +143,7 @@ pub fn render(spec: &TableSpec) -> String {
         spec,
         &spec.table,
         &[],
-        &["event_type", "event_subtype", "event_date"],
+        &PARTITION_COLUMNS,
         location,
         &[
             ("projection.event_type.type", "injected"),
@@ -226,5 +266,81 @@ mod tests {
         assert!(ddl.contains(
             "event_type=account/event_subtype=__HIVE_DEFAULT_PARTITION__/event_date=${event_date}"
         ));
+    }
+
+    /// Each CREATE statement's name and column names (partitions too), as
+    /// Athena sees them.
+    fn statements(ddl: &str) -> Vec<(String, Vec<String>)> {
+        ddl.split("CREATE EXTERNAL TABLE IF NOT EXISTS `lake`.`")
+            .skip(1)
+            .map(|stmt| {
+                let (name, rest) = stmt.split_once('`').expect("name");
+                let mut cols: Vec<String> = Vec::new();
+                for line in rest.lines() {
+                    if let Some(col) = line.strip_prefix("  `").and_then(|l| l.split_once('`')) {
+                        cols.push(col.0.to_lowercase());
+                    } else if let Some(parts) = line.strip_prefix("PARTITIONED BY (") {
+                        cols.extend(parts.trim_end_matches(')').split(", ").map(|p| {
+                            p.trim_end_matches(" string")
+                                .trim_matches('`')
+                                .to_lowercase()
+                        }));
+                    }
+                }
+                (name.to_string(), cols)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_athena_cannot_tell_apart_are_kept_apart() {
+        use crate::core::encode::Cell;
+        use crate::core::schema::{BatchStats, ColumnDef};
+        let mut stats = BatchStats::new();
+        for table in ["Video:Play", "video:play", "events"] {
+            stats
+                .entry(table.into())
+                .or_default()
+                .entry("n".into())
+                .or_default()
+                .add(&Cell::Int(1));
+        }
+        let mut schema = LakeSchema::default().plan(&stats).expect("plan");
+        // a lake committed before names were kept apart ignoring case
+        for (name, since) in [("Country", 2), ("country", 2), ("Event_Date", 2)] {
+            schema.columns.push(ColumnDef {
+                name: name.into(),
+                field: name.into(),
+                kind: Kind::String,
+                variant: false,
+                since,
+            });
+            for t in schema.tables.values_mut() {
+                t.insert(name.into());
+            }
+        }
+        let schema: LakeSchema =
+            serde_json::from_str(&serde_json::to_string(&schema).expect("ser")).expect("de");
+        let ddl = render_all(&spec(), &schema);
+        let stmts = statements(&ddl);
+        let names: Vec<&str> = stmts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["events", "video__play", "events_2", "video__play_2"],
+            "{ddl}"
+        );
+        assert!(stmts[1].1.contains(&"event_date".to_string()), "{stmts:?}");
+        for (name, cols) in &stmts {
+            let unique: HashSet<&String> = cols.iter().collect();
+            assert_eq!(unique.len(), cols.len(), "{name}: {cols:?}\n{ddl}");
+        }
+        assert!(
+            ddl.contains(
+                "-- event table `video:play`: named video__play_2, as video__play was taken"
+            ),
+            "{ddl}"
+        );
+        assert!(ddl.contains("-- column `country` left out"), "{ddl}");
+        assert!(ddl.contains("-- column `Event_Date` left out"), "{ddl}");
     }
 }

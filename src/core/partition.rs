@@ -13,6 +13,9 @@ pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 /// byte file-name limit of common filesystems, and S3 keys well under 1024.
 pub const MAX_ESCAPED_VALUE_BYTES: usize = 200;
 
+/// The partition columns, in folder order: readers add them to every row.
+pub const PARTITION_COLUMNS: [&str; 3] = ["event_type", "event_subtype", "event_date"];
+
 /// The folder of the dead-letter files, relative to the lake root.
 pub const ERRORS_DIR: &str = "_errors";
 
