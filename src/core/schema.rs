@@ -144,6 +144,16 @@ impl Default for LakeSchema {
     }
 }
 
+/// Whether two column names are one name to readers that ignore case
+/// (Unicode lower case, as Spark's and Hive's resolution compare them).
+pub fn same_to_readers(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a.to_lowercase() == b.to_lowercase()
+    }
+}
+
 /// The table name of an event type and subtype: `type` or `type:subtype`.
 pub fn table_name(event_type: &str, event_subtype: Option<&str>) -> String {
     match event_subtype {
@@ -298,15 +308,17 @@ impl LakeSchema {
         }
     }
 
-    fn column_named(&self, name: &str) -> bool {
-        self.columns.iter().any(|c| c.name == name)
-    }
-
-    /// A column name not yet taken (a field literally named like a variant
-    /// column keeps its name; the later column gets a `_` suffix).
+    /// A column name not yet taken, ignoring case: Spark and Glue (by
+    /// default), Athena and DuckDB match column names case-insensitively, so
+    /// `userId` and `userid` in one lake break whole-lake reads there. A
+    /// later name that clashes (with a column, a fixed column or a partition
+    /// column) gets a `_` suffix, as does a field literally named like a
+    /// variant column.
     fn free_name(&self, wanted: String, reserved: &[&str]) -> String {
         let mut name = wanted;
-        while self.column_named(&name) || reserved.contains(&name.as_str()) {
+        while self.columns.iter().any(|c| same_to_readers(&c.name, &name))
+            || reserved.iter().any(|r| same_to_readers(r, &name))
+        {
             name.push('_');
         }
         name
@@ -329,12 +341,16 @@ impl LakeSchema {
         let mut next = self.clone();
         next.version = self.version + 1;
         let fixed = crate::core::encode::FIXED_COLUMN_NAMES;
+        let [event_type, event_subtype, event_date] = crate::core::partition::PARTITION_COLUMNS;
         let reserved = [
             fixed[0],
             fixed[1],
             fixed[2],
             fixed[3],
             crate::core::encode::PAYLOAD_JSON_COLUMN,
+            event_type,
+            event_subtype,
+            event_date,
         ];
         for (field, s) in &fields {
             if next.base_scan(field).is_none()
@@ -425,6 +441,9 @@ pub fn describe(history: &[LakeSchema], table: Option<&str>) -> String {
         for c in latest.table_columns(name) {
             let holds = match (c.variant, c.kind) {
                 (true, _) => format!("values of `{}` that do not fit its column", c.field),
+                (false, _) if c.name != c.field => {
+                    format!("field `{}` (its name, ignoring case, was taken)", c.field)
+                }
                 (false, Kind::Json) => "JSON text (objects, arrays, huge integers)".to_string(),
                 _ => String::new(),
             };
@@ -578,6 +597,55 @@ mod tests {
         assert_eq!(
             v1.base("event_uuid").map(|c| c.name.as_str()),
             Some("event_uuid_")
+        );
+    }
+
+    #[test]
+    fn names_that_differ_only_in_case_get_columns_of_their_own() {
+        let v1 = LakeSchema::default()
+            .plan(&stats(&[
+                ("t", "userId", s("u1")),
+                ("t", "userid", s("u2")),
+                ("u", "USERID", Cell::Int(3)),
+                ("t", "Event_Type", s("spoof")),
+                ("t", "EVENT_UUID", s("not the key")),
+                ("t", "Ärger", Cell::Bool(true)),
+                ("u", "ärger", Cell::Bool(false)),
+            ]))
+            .expect("plan");
+        let names: Vec<String> = v1.columns.iter().map(|c| c.name.to_lowercase()).collect();
+        let unique: BTreeSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for fixed in crate::core::encode::FIXED_COLUMN_NAMES
+            .into_iter()
+            .chain(crate::core::partition::PARTITION_COLUMNS)
+        {
+            assert!(!unique.contains(&fixed.to_string()), "{fixed} in {names:?}");
+        }
+        // in byte order, the first spelling keeps its name; each field has its column
+        assert_eq!(v1.base("USERID").map(|c| c.name.as_str()), Some("USERID"));
+        assert_eq!(v1.base("userId").map(|c| c.name.as_str()), Some("userId_"));
+        assert_eq!(v1.base("userid").map(|c| c.name.as_str()), Some("userid__"));
+        assert_eq!(v1.base("Ärger").map(|c| c.name.as_str()), Some("Ärger"));
+        assert_eq!(v1.base("ärger").map(|c| c.name.as_str()), Some("ärger_"));
+        assert_eq!(
+            v1.base("Event_Type").map(|c| c.name.as_str()),
+            Some("Event_Type_")
+        );
+        // a variant column of a later spelling is kept apart in the same way
+        let v2 = v1
+            .plan(&stats(&[
+                ("t", "userId", Cell::Int(1)),
+                ("t", "userid", Cell::Int(2)),
+            ]))
+            .expect("variants");
+        assert_eq!(
+            v2.variant("userId", Kind::Int).map(|c| c.name.as_str()),
+            Some("userId__v_int")
+        );
+        assert_eq!(
+            v2.variant("userid", Kind::Int).map(|c| c.name.as_str()),
+            Some("userid__v_int_")
         );
     }
 

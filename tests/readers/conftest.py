@@ -85,3 +85,31 @@ def drift_lake(tmp_path_factory) -> pathlib.Path:
         check=True, capture_output=True,
     )
     return lake
+
+
+CASE_EVENTS = [
+    # field names that differ only in case, from one another and from the fixed and
+    # partition columns: one name to Spark, Glue, Athena and DuckDB
+    {"event_uuid": "k1", "event_name": "user:login", "created_at": 1710633600, "userId": "u1", "userid": "x1", "Country": "FR"},
+    {"event_uuid": "k2", "event_name": "user:login", "created_at": 1710633601, "country": "DE", "Event_Type": "spoof", "EVENT_UUID": "not-the-key"},
+    {"event_uuid": "k3", "event_name": "cart:add", "created_at": 1710633602, "USERID": 42, "Event_Date": "2020-01-01"},
+]
+
+# the column each field lands in: in one batch the first spelling in byte order keeps
+# its name, a later one gets `_` until no column has its name in any case
+CASE_COLUMNS = {
+    "Country": "Country", "EVENT_UUID": "EVENT_UUID_", "Event_Date": "Event_Date_",
+    "Event_Type": "Event_Type_", "USERID": "USERID", "country": "country_",
+    "userId": "userId_", "userid": "userid__",
+}
+
+
+@pytest.fixture(scope="session")
+def case_lake(tmp_path_factory) -> pathlib.Path:
+    """A lake whose field names differ only in case (one batch)."""
+    work = tmp_path_factory.mktemp("case")
+    src = work / "case.ndjson"
+    src.write_text("".join(json.dumps(e) + "\n" for e in CASE_EVENTS))
+    lake = work / "lake"
+    ingest(lake, src)
+    return lake

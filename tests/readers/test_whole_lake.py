@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DRIFT_EVENTS, demo_events
+from conftest import CASE_COLUMNS, CASE_EVENTS, DRIFT_EVENTS, demo_events
 
 
 def parquet_files(lake: pathlib.Path):
@@ -154,3 +154,48 @@ def test_dictionary_encoded_columns_read_in_every_engine(spark, demo_lake):
     table = ds.dataset(demo_lake, format="parquet", partitioning=part, schema=schema).to_table(
         columns=["event_uuid", "event_name", "country"])
     assert {r["event_uuid"]: (r["event_name"], r["country"]) for r in table.to_pylist()} == expected
+
+
+def case_fields(event):
+    return {k: v for k, v in event.items() if k not in ("event_uuid", "event_name", "created_at")}
+
+
+def test_names_that_differ_only_in_case_read_in_every_engine(spark, case_lake):
+    """`userId`, `userid` and `USERID` (and `Event_Type` beside the partition column
+    `event_type`) are one name to Spark, Glue, Athena and DuckDB: each field gets a
+    column no other column matches in any case, so the whole lake reads everywhere,
+    each value under its own column."""
+    expected = {e["event_uuid"]: e for e in CASE_EVENTS}
+    names = {n for f in parquet_files(case_lake) for n in pq.read_schema(f).names}
+    lowered = [n.lower() for n in names] + ["event_type", "event_subtype", "event_date"]
+    assert len(set(lowered)) == len(lowered), sorted(names)
+
+    # Spark, case-insensitive as Glue jobs run it by default
+    assert spark.conf.get("spark.sql.caseSensitive") == "false"
+    df = spark.read.option("mergeSchema", "true").parquet(str(case_lake))
+    rows = {r["event_uuid"]: r.asDict() for r in df.collect()}
+    assert set(rows) == set(expected)
+    for uuid, e in expected.items():
+        assert rows[uuid]["event_type"] == e["event_name"].split(":")[0], uuid
+        for field, value in case_fields(e).items():
+            assert rows[uuid][CASE_COLUMNS[field]] == value, (uuid, field)
+
+    # DuckDB: no column renamed on the way in
+    glob = str(case_lake / "**" / "*.parquet")
+    rel = duckdb.sql(f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true)")
+    assert set(CASE_COLUMNS.values()) <= set(rel.columns), rel.columns
+    rows = {r["event_uuid"]: r for r in rel.to_arrow_table().to_pylist()}
+    for uuid, e in expected.items():
+        assert rows[uuid]["event_type"] == e["event_name"].split(":")[0], uuid
+        for field, value in case_fields(e).items():
+            assert rows[uuid][CASE_COLUMNS[field]] == value, (uuid, field)
+
+    # pyarrow: the whole lake as one dataset, its files' schemas unified
+    part = ds.HivePartitioning.discover(infer_dictionary=False)
+    first = ds.dataset(case_lake, format="parquet", partitioning=part)
+    schema = pa.unify_schemas([f.physical_schema for f in first.get_fragments()] + [first.partitioning.schema])
+    table = ds.dataset(case_lake, format="parquet", partitioning=part, schema=schema).to_table()
+    rows = {r["event_uuid"]: r for r in table.to_pylist()}
+    for uuid, e in expected.items():
+        for field, value in case_fields(e).items():
+            assert rows[uuid][CASE_COLUMNS[field]] == value, (uuid, field)
