@@ -227,9 +227,18 @@ impl RedbStore {
     {
         let db = self.db.clone();
         let run = move || -> Result<Vec<R>, redb::Error> {
+            let started = std::time::Instant::now();
             let txn = db.begin_write()?;
             let out = f(&mut Tables::open(&txn)?)?;
+            let worked = started.elapsed();
             txn.commit()?;
+            tracing::debug!(
+                operation,
+                records = n,
+                work_ms = worked.as_secs_f64() * 1e3,
+                commit_ms = (started.elapsed() - worked).as_secs_f64() * 1e3,
+                "dedup store transaction"
+            );
             Ok(out)
         };
         match tokio::task::spawn_blocking(run).await {
