@@ -8,6 +8,12 @@
 //! quarter of the size it was with the strings in every claim (format 1: ~700
 //! bytes of database per claim, now ~200; timings in BENCHMARKS.md).
 //! A format 1 database is converted when it is opened.
+//!
+//! Format 3: a claim whose uuid is a UUID in canonical text form (36
+//! characters, lower-case hex, as UUID libraries print them) is keyed by its
+//! 16 bytes; any other uuid text keeps its text as key. Half the key bytes
+//! make a smaller tree, and each batch's commit rewrites fewer pages
+//! (BENCHMARKS.md). Claims of older databases are moved when opened.
 
 use foldhash::{HashMap, HashMapExt as _};
 use std::path::{Path, PathBuf};
@@ -20,8 +26,14 @@ use redb::{
 
 use crate::core::dedup::{Claim, ClaimOutcome, DedupStore, Holder, StoreError, Transfer};
 
-/// uuid -> (owner prefix name, owner's rest, object key name, claimed at)
+/// uuid -> (owner prefix name, owner's rest, object key name, claimed at),
+/// for uuids that are not canonical UUID text (see [`claim_key`])
 const CLAIMS: TableDefinition<&str, (u64, &str, u64, i64)> = TableDefinition::new("claims_v2");
+/// The same, keyed by the 16 bytes of uuids in canonical UUID text form.
+const UUID_CLAIMS: TableDefinition<[u8; 16], (u64, &str, u64, i64)> =
+    TableDefinition::new("claims_v3_uuid");
+/// Conversions done: `claims` is 3 once canonical uuids are keyed by bytes.
+const FORMAT: TableDefinition<&str, u64> = TableDefinition::new("format");
 /// name number -> the string (an object key or an owner prefix)
 const NAMES: TableDefinition<u64, &str> = TableDefinition::new("names");
 /// the string -> its name number
@@ -53,6 +65,35 @@ fn store_err(operation: &'static str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// How a claim's uuid is stored.
+#[derive(Debug, PartialEq, Eq)]
+enum ClaimKey<'a> {
+    /// A UUID in canonical text form, which these bytes print back exactly.
+    Uuid([u8; 16]),
+    /// Any other text, as is.
+    Text(&'a str),
+}
+
+/// A uuid's key: its 16 bytes when it is hyphenated lower-case UUID text
+/// (`Uuid::to_string` of the bytes gives it back), else the text itself, so
+/// that `ABC…` and `abc…` stay two event uuids as they are two strings.
+fn claim_key(uuid: &str) -> ClaimKey<'_> {
+    if uuid.len() == 36
+        && !uuid.bytes().any(|b| b.is_ascii_uppercase())
+        && let Ok(u) = uuid::Uuid::try_parse(uuid)
+    {
+        return ClaimKey::Uuid(*u.as_bytes());
+    }
+    ClaimKey::Text(uuid)
+}
+
+/// A stored claim value with its owner's rest owned.
+type StoredClaim = (u64, String, u64, i64);
+
+fn owned(v: (u64, &str, u64, i64)) -> StoredClaim {
+    (v.0, v.1.to_string(), v.2, v.3)
+}
+
 /// An owner split where the records of one source differ: after the last `/`
 /// or `#` (`kinesis:STREAM/SHARD/` + sequence number, `file:PATH#` + line).
 fn split_owner(owner: &str) -> (&str, &str) {
@@ -63,6 +104,7 @@ fn split_owner(owner: &str) -> (&str, &str) {
 /// The tables of one write transaction, with the names it has looked up.
 struct Tables<'t> {
     claims: Table<'t, &'static str, (u64, &'static str, u64, i64)>,
+    uuids: Table<'t, [u8; 16], (u64, &'static str, u64, i64)>,
     names: Table<'t, u64, &'static str>,
     numbers: Table<'t, &'static str, u64>,
     known: HashMap<String, u64>,
@@ -72,6 +114,7 @@ impl<'t> Tables<'t> {
     fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, redb::Error> {
         Ok(Tables {
             claims: txn.open_table(CLAIMS)?,
+            uuids: txn.open_table(UUID_CLAIMS)?,
             names: txn.open_table(NAMES)?,
             numbers: txn.open_table(NAME_NUMBERS)?,
             known: HashMap::new(),
@@ -112,6 +155,28 @@ impl<'t> Tables<'t> {
     fn holder(&self, v: (u64, &str, u64, i64)) -> Result<Holder, redb::Error> {
         holder_of(&self.names, v)
     }
+
+    /// Stores a claim, giving back the one it replaced.
+    fn insert_claim(
+        &mut self,
+        uuid: &str,
+        value: (u64, &str, u64, i64),
+    ) -> Result<Option<StoredClaim>, redb::Error> {
+        let previous = match claim_key(uuid) {
+            ClaimKey::Uuid(b) => self.uuids.insert(b, value)?,
+            ClaimKey::Text(t) => self.claims.insert(t, value)?,
+        };
+        Ok(previous.map(|g| owned(g.value())))
+    }
+
+    /// The claim stored for a uuid.
+    fn get_claim(&self, uuid: &str) -> Result<Option<StoredClaim>, redb::Error> {
+        let found = match claim_key(uuid) {
+            ClaimKey::Uuid(b) => self.uuids.get(b)?,
+            ClaimKey::Text(t) => self.claims.get(t)?,
+        };
+        Ok(found.map(|g| owned(g.value())))
+    }
 }
 
 /// The holder a stored value names, its numbers looked up in `names`.
@@ -149,10 +214,39 @@ fn convert_v1(txn: &WriteTransaction) -> Result<(), redb::Error> {
             let (uuid, v) = entry?;
             let (owner, key, at) = v.value();
             let value = tables.value(owner, key, at)?;
-            tables.claims.insert(uuid.value(), value)?;
+            tables.insert_claim(uuid.value(), value)?;
         }
     }
     txn.delete_table(CLAIMS_V1)?;
+    Ok(())
+}
+
+/// Moves the claims of canonical UUID text to the byte-keyed table, once
+/// (format 2 kept every uuid as text).
+fn convert_uuid_keys(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    let mut format = txn.open_table(FORMAT)?;
+    if format.get("claims")?.is_some_and(|v| v.value() >= 3) {
+        return Ok(());
+    }
+    let mut moved = 0u64;
+    {
+        let mut text = txn.open_table(CLAIMS)?;
+        let mut uuids = txn.open_table(UUID_CLAIMS)?;
+        for entry in text.extract_if(|k, _| matches!(claim_key(k), ClaimKey::Uuid(_)))? {
+            let (k, v) = entry?;
+            if let ClaimKey::Uuid(b) = claim_key(k.value()) {
+                uuids.insert(b, v.value())?;
+                moved += 1;
+            }
+        }
+    }
+    if moved > 0 {
+        tracing::info!(
+            claims = moved,
+            "dedup database converted: UUID claims keyed by their 16 bytes"
+        );
+    }
+    format.insert("claims", 3)?;
     Ok(())
 }
 
@@ -179,6 +273,7 @@ impl RedbStore {
             let txn = db.begin_write()?;
             convert_v1(&txn)?;
             Tables::open(&txn)?;
+            convert_uuid_keys(&txn)?;
             txn.commit()?;
             Ok(())
         };
@@ -190,9 +285,12 @@ impl RedbStore {
     pub fn holder(&self, uuid: &str) -> Result<Option<Holder>, StoreError> {
         let read = || -> Result<Option<Holder>, redb::Error> {
             let txn = self.db.begin_read()?;
-            let claims = txn.open_table(CLAIMS)?;
             let names = txn.open_table(NAMES)?;
-            let Some(v) = claims.get(uuid)? else {
+            let found = match claim_key(uuid) {
+                ClaimKey::Uuid(b) => txn.open_table(UUID_CLAIMS)?.get(b)?,
+                ClaimKey::Text(t) => txn.open_table(CLAIMS)?.get(t)?,
+            };
+            let Some(v) = found else {
                 return Ok(None);
             };
             holder_of(&names, v.value()).map(Some)
@@ -203,9 +301,11 @@ impl RedbStore {
     /// Number of claims stored.
     pub fn len(&self) -> Result<u64, StoreError> {
         use redb::ReadableTableMetadata as _;
-        let txn = self.db.begin_read().map_err(|e| store_err("read", e))?;
-        let table = txn.open_table(CLAIMS).map_err(|e| store_err("read", e))?;
-        table.len().map_err(|e| store_err("read", e))
+        let count = || -> Result<u64, redb::Error> {
+            let txn = self.db.begin_read()?;
+            Ok(txn.open_table(CLAIMS)?.len()? + txn.open_table(UUID_CLAIMS)?.len()?)
+        };
+        count().map_err(|e| store_err("read", e))
     }
 
     /// Whether no claim is stored.
@@ -268,14 +368,10 @@ impl DedupStore for RedbStore {
                 let value = t.value(owner, key, now)?;
                 // one B-tree walk for the usual case (not claimed yet): insert,
                 // and put the holder back in the rare case there was one
-                let previous = t.claims.insert(uuid.as_str(), value)?.map(|g| {
-                    let (p, r, k, at) = g.value();
-                    (p, r.to_string(), k, at)
-                });
-                out[i] = Some(match previous {
+                out[i] = Some(match t.insert_claim(uuid, value)? {
                     None => ClaimOutcome::Claimed,
                     Some((p, r, k, at)) => {
-                        t.claims.insert(uuid.as_str(), (p, r.as_str(), k, at))?;
+                        t.insert_claim(uuid, (p, r.as_str(), k, at))?;
                         ClaimOutcome::Held(t.holder((p, &r, k, at))?)
                     }
                 });
@@ -306,8 +402,8 @@ impl DedupStore for RedbStore {
         self.with_tables("transfer", transfers.len(), move |t| {
             let mut out = Vec::with_capacity(owned.len());
             for [uuid, from_owner, from_key, owner, key] in &owned {
-                let held = match t.claims.get(uuid.as_str())? {
-                    Some(g) => Some(t.holder(g.value())?),
+                let held = match t.get_claim(uuid)? {
+                    Some((p, r, k, at)) => Some(t.holder((p, &r, k, at))?),
                     None => None,
                 };
                 match held {
@@ -316,7 +412,7 @@ impl DedupStore for RedbStore {
                     }
                     _ => {
                         let value = t.value(owner, key, now)?;
-                        t.claims.insert(uuid.as_str(), value)?;
+                        t.insert_claim(uuid, value)?;
                         out.push(ClaimOutcome::Claimed);
                     }
                 }
@@ -472,6 +568,126 @@ mod tests {
             .map(|t| t.name().to_string())
             .collect();
         assert!(!tables.contains(&"claims".to_string()), "{tables:?}");
+    }
+
+    #[test]
+    fn canonical_uuid_text_is_keyed_by_its_bytes_and_nothing_else() {
+        let canonical = "0190f5e2-7a3b-7cde-8f01-23456789abcd";
+        match claim_key(canonical) {
+            ClaimKey::Uuid(b) => assert_eq!(uuid::Uuid::from_bytes(b).to_string(), canonical),
+            other => panic!("expected bytes, got {other:?}"),
+        }
+        for text in [
+            "0190F5E2-7A3B-7CDE-8F01-23456789ABCD", // upper case: another string
+            "0190f5e27a3b7cde8f0123456789abcd",     // no hyphens
+            "{0190f5e2-7a3b-7cde-8f01-23456789abcd}", // braced
+            "0190f5e2-7a3b-7cde-8f0123-456789abcd", // hyphens elsewhere
+            "0190f5e2-7a3b-7cde-8f01-23456789abcg", // not hex
+            "evt-42",
+            "",
+        ] {
+            assert_eq!(claim_key(text), ClaimKey::Text(text), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn uuids_keyed_by_bytes_are_claimed_held_and_transferred_like_any() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = RedbStore::open(&default_path(dir.path())).expect("open");
+        let lower = "0190f5e2-7a3b-7cde-8f01-23456789abcd";
+        let upper = "0190F5E2-7A3B-7CDE-8F01-23456789ABCD";
+        let r = s
+            .claim(
+                &[
+                    claim(lower, "o1", "k1"),
+                    claim(upper, "o2", "k2"),
+                    claim(lower, "o3", "k3"),
+                ],
+                1,
+            )
+            .await;
+        assert!(matches!(r[0], Ok(ClaimOutcome::Claimed)));
+        assert!(
+            matches!(r[1], Ok(ClaimOutcome::Claimed)),
+            "another string, another event"
+        );
+        assert!(matches!(&r[2], Ok(ClaimOutcome::Held(h)) if h.owner == "o1"));
+        assert_eq!(s.len().expect("len"), 2);
+        let moved = Transfer {
+            event_uuid: lower,
+            from_owner: "o1",
+            from_key: "k1",
+            to: claim(lower, "o4", "k4"),
+        };
+        assert!(matches!(
+            s.transfer(&[moved], 2).await[0],
+            Ok(ClaimOutcome::Claimed)
+        ));
+        let h = s.holder(lower).expect("read").expect("held");
+        assert_eq!((h.owner.as_str(), h.object_key.as_str()), ("o4", "k4"));
+        assert_eq!(
+            s.holder(upper).expect("read").map(|h| h.owner),
+            Some("o2".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_format_2_database_has_its_uuid_claims_moved_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = default_path(dir.path());
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let uuid = "6f1c0e8e-5b7a-4d2c-9e3f-0a1b2c3d4e5f";
+        {
+            // format 2: every uuid as text, names numbered, no format table
+            let db = Database::create(&path).expect("create v2");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut claims = txn.open_table(CLAIMS).expect("claims");
+                let mut names = txn.open_table(NAMES).expect("names");
+                let mut numbers = txn.open_table(NAME_NUMBERS).expect("numbers");
+                for (n, name) in [(0u64, "kinesis:s/shardId-1/"), (1, "t=a/part-1.parquet")] {
+                    names.insert(n, name).expect("name");
+                    numbers.insert(name, n).expect("number");
+                }
+                claims
+                    .insert(uuid, (0u64, "101", 1u64, 7i64))
+                    .expect("uuid claim");
+                claims
+                    .insert("evt-42", (0u64, "102", 1u64, 8i64))
+                    .expect("text claim");
+            }
+            txn.commit().expect("commit");
+        }
+        let s = RedbStore::open(&path).expect("open converts");
+        assert_eq!(s.len().expect("len"), 2);
+        for (u, rest, at) in [(uuid, "101", 7), ("evt-42", "102", 8)] {
+            let h = s.holder(u).expect("read").expect("kept");
+            assert_eq!(
+                (h.owner, h.object_key.as_str(), h.claimed_at),
+                (
+                    format!("kinesis:s/shardId-1/{rest}"),
+                    "t=a/part-1.parquet",
+                    at
+                )
+            );
+        }
+        let r = s.claim(&[claim(uuid, "o9", "k9")], 9).await;
+        assert!(matches!(&r[0], Ok(ClaimOutcome::Held(h)) if h.claimed_at == 7));
+        drop(s);
+        // moved, not copied; opening again changes nothing
+        let s = RedbStore::open(&path).expect("reopen");
+        assert_eq!(s.len().expect("len"), 2);
+        drop(s);
+        let db = Database::open(&path).expect("reopen raw");
+        let txn = db.begin_read().expect("read");
+        let text: Vec<String> = txn
+            .open_table(CLAIMS)
+            .expect("claims")
+            .iter()
+            .expect("iter")
+            .map(|e| e.expect("entry").0.value().to_string())
+            .collect();
+        assert_eq!(text, ["evt-42"]);
     }
 
     #[tokio::test]
