@@ -12,8 +12,9 @@
 //! Format 3: a claim whose uuid is a UUID in canonical text form (36
 //! characters, lower-case hex, as UUID libraries print them) is keyed by its
 //! 16 bytes; any other uuid text keeps its text as key. Half the key bytes
-//! make a smaller tree, and each batch's commit rewrites fewer pages
-//! (BENCHMARKS.md). Claims of older databases are moved when opened.
+//! make a smaller tree (~180 bytes of database per claim), and each batch's
+//! commit rewrites fewer pages (BENCHMARKS.md). Claims of older databases are
+//! moved when opened.
 
 use foldhash::{HashMap, HashMapExt as _};
 use std::path::{Path, PathBuf};
@@ -26,12 +27,12 @@ use redb::{
 
 use crate::core::dedup::{Claim, ClaimOutcome, DedupStore, Holder, StoreError, Transfer};
 
-/// uuid -> (owner prefix name, owner's rest, object key name, claimed at),
-/// for uuids that are not canonical UUID text (see [`claim_key`])
-const CLAIMS: TableDefinition<&str, (u64, &str, u64, i64)> = TableDefinition::new("claims_v2");
+/// A stored claim: (owner prefix name, owner's rest, object key name, claimed at).
+type ClaimValue = (u64, &'static str, u64, i64);
+/// uuid -> its claim, for uuids that are not canonical UUID text (see [`claim_key`])
+const CLAIMS: TableDefinition<&str, ClaimValue> = TableDefinition::new("claims_v2");
 /// The same, keyed by the 16 bytes of uuids in canonical UUID text form.
-const UUID_CLAIMS: TableDefinition<[u8; 16], (u64, &str, u64, i64)> =
-    TableDefinition::new("claims_v3_uuid");
+const UUID_CLAIMS: TableDefinition<[u8; 16], ClaimValue> = TableDefinition::new("claims_v3_uuid");
 /// Conversions done: `claims` is 3 once canonical uuids are keyed by bytes.
 const FORMAT: TableDefinition<&str, u64> = TableDefinition::new("format");
 /// name number -> the string (an object key or an owner prefix)
@@ -103,8 +104,8 @@ fn split_owner(owner: &str) -> (&str, &str) {
 
 /// The tables of one write transaction, with the names it has looked up.
 struct Tables<'t> {
-    claims: Table<'t, &'static str, (u64, &'static str, u64, i64)>,
-    uuids: Table<'t, [u8; 16], (u64, &'static str, u64, i64)>,
+    claims: Table<'t, &'static str, ClaimValue>,
+    uuids: Table<'t, [u8; 16], ClaimValue>,
     names: Table<'t, u64, &'static str>,
     numbers: Table<'t, &'static str, u64>,
     known: HashMap<String, u64>,
@@ -171,12 +172,20 @@ impl<'t> Tables<'t> {
 
     /// The claim stored for a uuid.
     fn get_claim(&self, uuid: &str) -> Result<Option<StoredClaim>, redb::Error> {
-        let found = match claim_key(uuid) {
-            ClaimKey::Uuid(b) => self.uuids.get(b)?,
-            ClaimKey::Text(t) => self.claims.get(t)?,
-        };
-        Ok(found.map(|g| owned(g.value())))
+        Ok(claim_of(&self.claims, &self.uuids, uuid)?.map(|g| owned(g.value())))
     }
+}
+
+/// The stored claim of a uuid, from the table its key form lives in.
+fn claim_of<'t>(
+    texts: &'t impl redb::ReadableTable<&'static str, ClaimValue>,
+    uuids: &'t impl redb::ReadableTable<[u8; 16], ClaimValue>,
+    uuid: &str,
+) -> Result<Option<redb::AccessGuard<'t, ClaimValue>>, redb::Error> {
+    Ok(match claim_key(uuid) {
+        ClaimKey::Uuid(b) => uuids.get(b)?,
+        ClaimKey::Text(t) => texts.get(t)?,
+    })
 }
 
 /// The holder a stored value names, its numbers looked up in `names`.
@@ -285,15 +294,11 @@ impl RedbStore {
     pub fn holder(&self, uuid: &str) -> Result<Option<Holder>, StoreError> {
         let read = || -> Result<Option<Holder>, redb::Error> {
             let txn = self.db.begin_read()?;
-            let names = txn.open_table(NAMES)?;
-            let found = match claim_key(uuid) {
-                ClaimKey::Uuid(b) => txn.open_table(UUID_CLAIMS)?.get(b)?,
-                ClaimKey::Text(t) => txn.open_table(CLAIMS)?.get(t)?,
-            };
-            let Some(v) = found else {
+            let (texts, uuids) = (txn.open_table(CLAIMS)?, txn.open_table(UUID_CLAIMS)?);
+            let Some(v) = claim_of(&texts, &uuids, uuid)? else {
                 return Ok(None);
             };
-            holder_of(&names, v.value()).map(Some)
+            holder_of(&txn.open_table(NAMES)?, v.value()).map(Some)
         };
         read().map_err(|e| store_err("read", e))
     }
