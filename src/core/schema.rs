@@ -340,18 +340,12 @@ impl LakeSchema {
         }
         let mut next = self.clone();
         next.version = self.version + 1;
-        let fixed = crate::core::encode::FIXED_COLUMN_NAMES;
-        let [event_type, event_subtype, event_date] = crate::core::partition::PARTITION_COLUMNS;
-        let reserved = [
-            fixed[0],
-            fixed[1],
-            fixed[2],
-            fixed[3],
-            crate::core::encode::PAYLOAD_JSON_COLUMN,
-            event_type,
-            event_subtype,
-            event_date,
-        ];
+        // every file's own columns, and the partition columns readers add
+        let reserved: Vec<&str> = crate::core::encode::FIXED_COLUMN_NAMES
+            .into_iter()
+            .chain([crate::core::encode::PAYLOAD_JSON_COLUMN])
+            .chain(crate::core::partition::PARTITION_COLUMNS)
+            .collect();
         for (field, s) in &fields {
             if next.base_scan(field).is_none()
                 && let Some(kind) = s.base_kind()
