@@ -199,4 +199,30 @@ impl ObjectSink for MemSink {
         keys.sort();
         Ok(keys)
     }
+
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let mut folders: Vec<String> = self
+            .objects
+            .lock()
+            .map(|m| {
+                m.keys()
+                    .filter_map(|k| {
+                        let rest = k.strip_prefix(prefix)?;
+                        let (name, _) = rest.split_once('/')?;
+                        Some(format!("{prefix}{name}/"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        folders.sort();
+        folders.dedup();
+        Ok(folders)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), SinkError> {
+        if let Ok(mut m) = self.objects.lock() {
+            m.remove(key);
+        }
+        Ok(())
+    }
 }

@@ -140,6 +140,24 @@ impl<T: ObjectSink> ObjectSink for Deadline<'_, T> {
             .await
             .unwrap_or_else(|_| Err(sink_late("list", prefix)))
     }
+
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        if Instant::now() >= self.at {
+            return Err(sink_late("list", prefix));
+        }
+        tokio::time::timeout_at(self.at, self.inner.list_folders(prefix))
+            .await
+            .unwrap_or_else(|_| Err(sink_late("list", prefix)))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), SinkError> {
+        if Instant::now() >= self.at {
+            return Err(sink_late("delete", key));
+        }
+        tokio::time::timeout_at(self.at, self.inner.delete(key))
+            .await
+            .unwrap_or_else(|_| Err(sink_late("delete", key)))
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +189,12 @@ mod tests {
         }
         async fn list(&self, _prefix: &str) -> Result<Vec<String>, SinkError> {
             Ok(Vec::new())
+        }
+        async fn list_folders(&self, _prefix: &str) -> Result<Vec<String>, SinkError> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _key: &str) -> Result<(), SinkError> {
+            std::future::pending().await
         }
     }
 

@@ -196,6 +196,40 @@ impl ObjectSink for S3Sink {
         Ok(keys)
     }
 
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let mut folders = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sink_err("list", prefix, classify("S3", &e)))?;
+            folders.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix())
+                    .map(String::from),
+            );
+        }
+        folders.sort();
+        Ok(folders)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), SinkError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sink_err("delete", key, classify("S3", &e)))
+    }
+
     async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
         self.client
             .put_object()

@@ -8,7 +8,7 @@ use bytes::Bytes;
 #[derive(Debug, thiserror::Error)]
 #[error("{operation} {key} failed: {message}")]
 pub struct SinkError {
-    /// `put` or `exists`.
+    /// `put`, `exists`, `get`, `list`, `delete`, ….
     pub operation: &'static str,
     /// The object key.
     pub key: String,
@@ -41,4 +41,14 @@ pub trait ObjectSink: Send + Sync {
     /// The keys of the objects directly under a folder (`prefix` ends with
     /// `/`), sorted; empty when there are none.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, SinkError>> + Send;
+
+    /// The folders directly under a folder (`prefix` ends with `/`), each
+    /// as `prefix` + name + `/`, sorted; empty when there are none.
+    fn list_folders(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, SinkError>> + Send;
+
+    /// Removes the object under `key`; removing a missing object succeeds.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), SinkError>> + Send;
 }

@@ -140,6 +140,51 @@ impl ObjectSink for FsSink {
         Ok(keys)
     }
 
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        let err = |e: std::io::Error| SinkError {
+            operation: "list",
+            key: prefix.into(),
+            message: e.to_string(),
+        };
+        let mut rd = match tokio::fs::read_dir(&dir).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(err(e)),
+        };
+        let mut folders = Vec::new();
+        while let Some(entry) = rd.next_entry().await.map_err(err)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && entry.file_type().await.map_err(err)?.is_dir() {
+                folders.push(format!("{prefix}{name}/"));
+            }
+        }
+        folders.sort();
+        Ok(folders)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), SinkError> {
+        let path = self.path_of("delete", key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(SinkError {
+                    operation: "delete",
+                    key: key.into(),
+                    message: format!("{e} (check that the lake folder is writable)"),
+                });
+            }
+        }
+        // an emptied folder goes too (S3 has no empty folders either)
+        if let Some(dir) = path.parent()
+            && dir != self.root
+        {
+            let _ = tokio::fs::remove_dir(dir).await;
+        }
+        Ok(())
+    }
+
     async fn exists(&self, key: &str) -> Result<bool, SinkError> {
         let path = self.path_of("exists", key)?;
         tokio::fs::try_exists(&path).await.map_err(|e| SinkError {

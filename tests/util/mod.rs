@@ -460,6 +460,14 @@ impl<O: ObjectSink> ObjectSink for FaultySink<'_, O> {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
         self.inner.list(prefix).await
     }
+
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        self.inner.list_folders(prefix).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), SinkError> {
+        self.inner.delete(key).await
+    }
 }
 
 /// A sink whose puts run detached and wait for a gate: when the caller gives
@@ -528,6 +536,14 @@ impl ObjectSink for DetachedSink {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
         self.inner.list(prefix).await
+    }
+
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        self.inner.list_folders(prefix).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), SinkError> {
+        self.inner.delete(key).await
     }
 }
 
