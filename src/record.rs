@@ -61,6 +61,28 @@ impl Origin {
         }
     }
 
+    /// The origin an [`Origin::owner`] was made from (the arrival time, not
+    /// part of the owner, is unknown); `None` for text that is no owner.
+    pub fn from_owner(owner: &str) -> Option<Origin> {
+        if let Some(rest) = owner.strip_prefix("kinesis:") {
+            let mut parts = rest.rsplitn(3, '/');
+            let sequence_number = parts.next()?.to_string();
+            let shard_id = parts.next()?.to_string();
+            let stream = parts.next()?.to_string();
+            return Some(Origin::Kinesis {
+                stream,
+                shard_id,
+                sequence_number,
+                arrival_ms: None,
+            });
+        }
+        let (path, line) = owner.strip_prefix("file:")?.rsplit_once('#')?;
+        Some(Origin::File {
+            path: path.to_string(),
+            line: line.parse().ok()?,
+        })
+    }
+
     /// A short human description for logs: `shard S seq N` or `path:line`.
     pub fn describe(&self) -> String {
         match self {
@@ -81,4 +103,28 @@ pub struct RawRecord {
     pub data: Vec<u8>,
     /// Where it came from.
     pub origin: Origin,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_gives_its_origin_back() {
+        for o in [
+            Origin::Kinesis {
+                stream: "s".into(),
+                shard_id: "shardId-000000000001".into(),
+                sequence_number: "4959".into(),
+                arrival_ms: None,
+            },
+            Origin::File {
+                path: "/a/b#c.ndjson".into(),
+                line: 12,
+            },
+        ] {
+            assert_eq!(Origin::from_owner(&o.owner()), Some(o));
+        }
+        assert_eq!(Origin::from_owner("nothing"), None);
+    }
 }

@@ -35,6 +35,7 @@ pub fn emf(inv: &Invocation<'_>) -> Value {
         ("Failed", "Count", json!(c.failed)),
         ("Files", "Count", json!(c.files)),
         ("Bytes", "Bytes", json!(c.bytes)),
+        ("StagingObjects", "Count", json!(c.staging_objects)),
         // records kept in the dead-letter area (_errors/)
         ("DeadLetters", "Count", json!(c.rejected)),
         ("DynamoDbMs", "Milliseconds", json!(inv.outcome.store_ms)),
@@ -85,6 +86,7 @@ mod tests {
                 files: 3,
                 bytes: 4096,
                 dead_letter_files: 1,
+                staging_objects: 0,
             },
             store_ms: 12,
             sink_ms: 34,

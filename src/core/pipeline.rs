@@ -27,10 +27,13 @@ use crate::core::dedup::{Claim, ClaimOutcome, DedupStore, Holder, Resolution, Tr
 use crate::core::encode::{EncodeOptions, add_table_stats, encode};
 use crate::core::enrich::{Event, enrich};
 use crate::core::partition::{PartitionKey, data_object_key, error_object_key};
+use crate::core::publish;
 use crate::core::registry::{self, SchemaCache};
 use crate::core::reject::Reject;
 use crate::core::schema::{BatchStats, LakeSchema, table_name};
 use crate::core::sink::ObjectSink;
+use crate::core::staging::{Staged, encode_staging};
+use crate::core::window::{Window, input_id, staging_key};
 use crate::record::{Origin, RawRecord};
 
 /// How the pipeline writes.
@@ -51,6 +54,11 @@ pub struct PipelineConfig {
     /// Whether the next batch encodes while its claims are in flight
     /// (shared by clones).
     pub encode_ahead: EncodeAhead,
+    /// Publication window in seconds. `0`: each batch writes one Parquet file
+    /// per partition straight into the lake. Otherwise each batch writes one
+    /// staging object into the window of its start, and the publisher turns
+    /// each closed window into one file per partition ([`crate::core::publish`]).
+    pub window_secs: u32,
 }
 
 /// Whether a batch encodes its files while its claims are in flight. On at
@@ -86,6 +94,7 @@ impl Default for PipelineConfig {
             encode: EncodeOptions::default(),
             schema_cache: SchemaCache::default(),
             encode_ahead: EncodeAhead::default(),
+            window_secs: 0,
         }
     }
 }
@@ -109,6 +118,9 @@ pub struct Counts {
     pub bytes: u64,
     /// Dead-letter files written.
     pub dead_letter_files: u64,
+    /// Staging objects written (events staged for publication count as
+    /// written: they are durable, and the publisher puts them in the lake).
+    pub staging_objects: u64,
 }
 
 impl Counts {
@@ -122,6 +134,7 @@ impl Counts {
         self.files += o.files;
         self.bytes += o.bytes;
         self.dead_letter_files += o.dead_letter_files;
+        self.staging_objects += o.staging_objects;
     }
 }
 
@@ -174,11 +187,23 @@ enum State {
     Written,
 }
 
-/// One file the batch may write: a partition's events, or the dead letters.
+/// What a group's file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupKind {
+    /// One partition's Parquet file.
+    Data,
+    /// The batch's staging object: every partition's events.
+    Staging,
+    /// The batch's dead letters.
+    DeadLetters,
+}
+
+/// One file the batch may write: a partition's events, the staging object,
+/// or the dead letters.
 struct Group {
     key: String,
     members: Vec<usize>,
-    dead_letters: bool,
+    kind: GroupKind,
 }
 
 /// One dead-letter line.
@@ -278,14 +303,36 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     // files in partition order, whatever the hash order
     let mut by_partition: Vec<(&PartitionKey, Vec<usize>)> = by_partition.into_iter().collect();
     by_partition.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut groups: Vec<Group> = by_partition
-        .into_iter()
-        .map(|(p, members)| Group {
-            key: data_object_key(&cfg.prefix, p, &uuid::Uuid::now_v7().to_string()),
-            members,
-            dead_letters: false,
-        })
-        .collect();
+    let mut groups: Vec<Group> = if cfg.window_secs == 0 {
+        by_partition
+            .into_iter()
+            .map(|(p, members)| Group {
+                key: data_object_key(&cfg.prefix, p, &uuid::Uuid::now_v7().to_string()),
+                members,
+                kind: GroupKind::Data,
+            })
+            .collect()
+    } else if by_partition.is_empty() {
+        Vec::new()
+    } else {
+        let members: Vec<usize> = by_partition.into_iter().flat_map(|(_, m)| m).collect();
+        let t = Instant::now();
+        let target = staging_target(sink, cfg, &owners, now_s).await;
+        out.sink_ms += t.elapsed().as_millis() as u64;
+        match target {
+            Ok(key) => vec![Group {
+                key,
+                members,
+                kind: GroupKind::Staging,
+            }],
+            Err(e) => {
+                for &i in &members {
+                    state[i] = State::Failed(format!("not staged: {e}; retry"));
+                }
+                Vec::new()
+            }
+        }
+    };
     if !rejects.is_empty() {
         groups.push(Group {
             key: error_object_key(
@@ -294,7 +341,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
                 &uuid::Uuid::now_v7().to_string(),
             ),
             members: rejects.iter().map(|(i, _)| *i).collect(),
-            dead_letters: true,
+            kind: GroupKind::DeadLetters,
         });
     }
     let mut dest: Vec<usize> = vec![usize::MAX; n];
@@ -324,7 +371,8 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         let outcomes = store.claim(&claims, now_s).await;
         (outcomes, t.elapsed())
     };
-    let ahead = cfg.encode_ahead.get();
+    // a staging object needs no schema and no encoding ahead
+    let ahead = cfg.encode_ahead.get() && cfg.window_secs == 0;
     let ((outcomes, claim_time), early) = if ahead {
         let all: Vec<&[usize]> = groups.iter().map(|g| g.members.as_slice()).collect();
         let (claimed, prepared) =
@@ -420,7 +468,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     out.sink_ms += prepared.sink_ms;
     if let Err(e) = &prepared.schema {
         for (group, members) in groups.iter().zip(&mut to_write) {
-            if !group.dead_letters {
+            if group.kind == GroupKind::Data {
                 for &i in members.iter() {
                     state[i] = State::Failed(format!("not written: {e}"));
                 }
@@ -439,9 +487,12 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         if members.is_empty() {
             continue;
         }
-        if groups[g].dead_letters {
+        if groups[g].kind == GroupKind::DeadLetters {
             let body = dead_letter_file(records, members, &reasons, &rejected_at);
             bodies.push((g, Ok(body)));
+        } else if groups[g].kind == GroupKind::Staging {
+            let body = staging_file(members, &events, &owners, now, cfg);
+            bodies.push((g, body));
         } else if prepared.rows[g].len() == members.len() {
             let body = prepared.bodies[g].take();
             bodies.push((
@@ -480,7 +531,20 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     let put_results = futures::stream::iter(files)
         .map(|(g, body, idx)| async move {
             let len = body.len();
-            let r = sink.put(&groups_ref[g].key, body).await;
+            let group = &groups_ref[g];
+            let r = match group.kind {
+                // a staging key is never reused: its events may be published already
+                GroupKind::Staging => match sink.put_if_absent(&group.key, body).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(crate::core::sink::SinkError {
+                        operation: "put_if_absent",
+                        key: group.key.clone(),
+                        message: "another writer staged the same records under this key at the same moment".into(),
+                    }),
+                    Err(e) => Err(e),
+                },
+                _ => sink.put(&group.key, body).await,
+            };
             (g, len, idx, r)
         })
         .buffer_unordered(cfg.io_concurrency.max(1))
@@ -490,7 +554,8 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     for (g, len, idx, r) in put_results {
         let group = &groups[g];
         match r {
-            Ok(()) if group.dead_letters => out.counts.dead_letter_files += 1,
+            Ok(()) if group.kind == GroupKind::DeadLetters => out.counts.dead_letter_files += 1,
+            Ok(()) if group.kind == GroupKind::Staging => out.counts.staging_objects += 1,
             Ok(()) => {
                 out.files.push(WrittenFile {
                     key: group.key.clone(),
@@ -577,7 +642,7 @@ async fn prepare<'e, 'a, O: ObjectSink>(
         .iter()
         .zip(members)
         .map(|(group, members)| {
-            if group.dead_letters {
+            if group.kind != GroupKind::Data {
                 return Vec::new();
             }
             rows_of(members, events)
@@ -704,6 +769,70 @@ fn map_parallel<'a, T: Sync, R: Send>(
     out.into_iter().flatten().collect()
 }
 
+/// The key of this batch's staging object: its window's folder, the id of
+/// its input and the lowest number under which nothing was ever staged (a
+/// staging key is never reused: the events of a published staging object are
+/// in the lake even after the object is gone).
+async fn staging_target<O: ObjectSink>(
+    sink: &O,
+    cfg: &PipelineConfig,
+    owners: &[&str],
+    now_s: i64,
+) -> Result<String, crate::core::sink::SinkError> {
+    let window = Window::containing(now_s, cfg.window_secs).id();
+    let input = input_id(owners.iter().copied());
+    let planned = publish::planned_staging(sink, &cfg.prefix, &window).await?;
+    for n in 0..MAX_STAGING_NUMBER {
+        let key = staging_key(&cfg.prefix, &window, &input, n);
+        if !planned.contains(&key) && !sink.exists(&key).await? {
+            return Ok(key);
+        }
+    }
+    Err(crate::core::sink::SinkError {
+        operation: "put",
+        key: staging_key(&cfg.prefix, &window, &input, MAX_STAGING_NUMBER),
+        message: format!(
+            "the same records were staged {MAX_STAGING_NUMBER} times in this window already"
+        ),
+    })
+}
+
+/// Staging objects of the same records in one window before giving up
+/// (each one is a retry that found new events to stage).
+const MAX_STAGING_NUMBER: u32 = 1000;
+
+/// The body of a batch's staging object: the members' events by partition,
+/// in batch order within each.
+fn staging_file(
+    members: &[usize],
+    events: &[Option<Event<'_>>],
+    owners: &[&str],
+    now: DateTime<Utc>,
+    cfg: &PipelineConfig,
+) -> Result<Vec<u8>, String> {
+    let mut parts: Vec<(String, Vec<Staged<'_>>)> = Vec::new();
+    let mut last: Option<&PartitionKey> = None;
+    for &i in members {
+        let Some(e) = &events[i] else { continue };
+        if last != Some(&e.partition) {
+            parts.push((e.partition.path(), Vec::new()));
+            last = Some(&e.partition);
+        }
+        if let Some((_, staged)) = parts.last_mut() {
+            staged.push(Staged {
+                owner: owners[i],
+                json: e.json,
+            });
+        }
+    }
+    let window = Window::containing(now.timestamp(), cfg.window_secs).id();
+    encode_staging(
+        &window,
+        &now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        &parts,
+    )
+}
+
 /// Checks whether the files of held claims exist and decides for each held
 /// record; returns the claims to transfer.
 async fn resolve_held<O: ObjectSink>(
@@ -721,7 +850,9 @@ async fn resolve_held<O: ObjectSink>(
     let t = Instant::now();
     let exists: HashMap<String, Result<bool, String>> = futures::stream::iter(keys)
         .map(|k| async move {
-            let r = sink.exists(&k).await.map_err(|e| e.to_string());
+            let r = publish::is_committed(sink, &cfg.prefix, &k)
+                .await
+                .map_err(|e| e.to_string());
             (k, r)
         })
         .buffer_unordered(cfg.io_concurrency.max(1))
