@@ -54,6 +54,10 @@ pub struct Summary {
     pub records_per_s: f64,
     /// The first failed records (at most 20), to say what went wrong.
     pub failures: Vec<FailedRecordReport>,
+    /// What the publication after staging did (none when nothing was
+    /// published: direct writes, or `--no-publish`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<crate::core::publish::Published>,
 }
 
 /// Progress callback: bytes of input consumed so far (file sizes).
@@ -200,6 +204,7 @@ pub async fn ingest<S: DedupStore, O: ObjectSink>(
         counts,
         elapsed_s: elapsed.as_secs_f64(),
         failures,
+        published: None,
     })
 }
 

@@ -9,11 +9,13 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use chrono::Utc;
 use kinesis_lake::PipelineConfig;
 use kinesis_lake::aws::config::{
     self as lake_config, Clients, DEFAULT_IO_CONCURRENCY, DEFAULT_TTL_HOURS,
 };
 use kinesis_lake::aws::{AwsLake, ClientSettings, S3Sink};
+use kinesis_lake::core::publish::{PublishConfig, Published, Which, publish};
 use kinesis_lake::ingest::{BatchLimits, Progress, Summary, ingest, total_bytes};
 use kinesis_lake::local::input::expand;
 use kinesis_lake::local::{FsSink, RedbStore, redb_store};
@@ -79,6 +81,16 @@ enum Command {
         /// -7, snappy or none.
         #[arg(long, value_name = "CODEC", default_value = "zstd", value_parser = kinesis_lake::core::parquet_file::Codec::parse)]
         compression: kinesis_lake::core::parquet_file::Codec,
+        /// Publication window in seconds: each batch is staged under
+        /// LAKE/_staging/, and each window becomes one Parquet file per
+        /// partition when published. 60 to 900, or 0 for no staging: one file
+        /// per partition per batch, written at once.
+        #[arg(long, value_name = "SECONDS", env = "PUBLISH_WINDOW_SECONDS", default_value_t = kinesis_lake::core::window::DEFAULT_WINDOW_SECS, value_parser = parse_window)]
+        window: u32,
+        /// Stage only: leave publication to a later `kinesis-lake publish`
+        /// (or the scheduled publisher function of an s3:// lake).
+        #[arg(long)]
+        no_publish: bool,
         /// Print the summary as one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -88,6 +100,37 @@ enum Command {
         /// Input files or folders.
         #[arg(value_name = "INPUT", required = true)]
         inputs: Vec<PathBuf>,
+    },
+    /// Publish staged windows: each becomes one Parquet file per partition
+    /// (split at --target-file-mib), exactly once.
+    ///
+    /// For a folder lake (whose lock proves that nobody else writes) every
+    /// staged event is published, open windows included; for an s3:// lake,
+    /// every window that has closed (its end plus --grace-seconds), as the
+    /// scheduled publisher function does. Safe to run again or at the same
+    /// time as another publisher: a window is never published twice.
+    Publish {
+        /// The lake: a folder, or s3://BUCKET/PREFIX.
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+        lake: PathBuf,
+        /// The window length the lake stages with, seconds (60 to 900).
+        #[arg(long, value_name = "SECONDS", env = "PUBLISH_WINDOW_SECONDS", default_value_t = kinesis_lake::core::window::DEFAULT_WINDOW_SECS, value_parser = parse_window)]
+        window: u32,
+        /// How long after its end a window of an s3:// lake is published.
+        #[arg(long, value_name = "SECONDS", default_value_t = kinesis_lake::core::publish::DEFAULT_GRACE_SECS)]
+        grace_seconds: u32,
+        /// Split a partition's file of one window at about this size.
+        #[arg(long, value_name = "MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+        target_file_mib: u64,
+        /// Parquet page compression (as for ingest).
+        #[arg(long, value_name = "CODEC", default_value = "zstd", value_parser = kinesis_lake::core::parquet_file::Codec::parse)]
+        compression: kinesis_lake::core::parquet_file::Codec,
+        /// Also keep each event's JSON in a payload_json column.
+        #[arg(long)]
+        payload_json: bool,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the Athena CREATE EXTERNAL TABLE statements for a lake, with
     /// partition projection (no crawler, no MSCK REPAIR needed).
@@ -154,6 +197,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             batch_records,
             payload_json,
             compression,
+            window,
+            no_publish,
             json,
             no_progress,
             inputs,
@@ -163,6 +208,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 compression,
                 ..Default::default()
             };
+            let publish_cfg = (window > 0 && !no_publish).then(|| PublishConfig {
+                window_secs: window,
+                encode: encode.clone(),
+                ..PublishConfig::default()
+            });
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -194,13 +244,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let sink = FsSink::new(&dir);
                     let cfg = PipelineConfig {
                         encode,
+                        window_secs: window,
                         ..PipelineConfig::default()
                     };
-                    runtime.block_on(ingest(&inputs, &store, &sink, &cfg, &limits, &progress))?
+                    let mut summary = runtime
+                        .block_on(ingest(&inputs, &store, &sink, &cfg, &limits, &progress))?;
+                    if let Some(p) = publish_cfg {
+                        let p = PublishConfig {
+                            schema_cache: cfg.schema_cache.clone(),
+                            remove_staged: true,
+                            ..p
+                        };
+                        summary.published = Some(
+                            runtime
+                                .block_on(publish(&sink, &p, Which::Everything, Utc::now()))
+                                .context(PUBLISH_AGAIN)?,
+                        );
+                    }
+                    summary
                 }
-                LakeTarget::S3(lake) => {
-                    runtime.block_on(ingest_s3(&lake, &inputs, &limits, encode, &progress))?
-                }
+                LakeTarget::S3(lake) => runtime.block_on(ingest_s3(
+                    &lake,
+                    &inputs,
+                    &limits,
+                    encode,
+                    window,
+                    publish_cfg,
+                    &progress,
+                ))?,
             };
             bar.finish_and_clear();
             if json {
@@ -216,6 +287,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     summary.failures.first().map_or("?", |f| f.reason.as_str()),
                 );
                 return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Publish {
+            lake,
+            window,
+            grace_seconds,
+            target_file_mib,
+            compression,
+            payload_json,
+            json,
+        } => {
+            let cfg = PublishConfig {
+                window_secs: window,
+                grace_secs: grace_seconds,
+                target_file_bytes: target_file_mib << 20,
+                encode: kinesis_lake::core::encode::EncodeOptions {
+                    payload_json,
+                    compression,
+                    ..Default::default()
+                },
+                ..PublishConfig::default()
+            };
+            let published = publish_lake(&lake, cfg)?;
+            if json {
+                println!("{}", serde_json::to_string(&published)?);
+            } else {
+                print_published(&published);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -338,12 +437,69 @@ impl LakeTarget {
     }
 }
 
+/// What to do when a publication stopped half way.
+const PUBLISH_AGAIN: &str = "publishing the staged events failed (they are safe in the lake's _staging/ folder): fix the cause and run `kinesis-lake publish` with the same --lake";
+
+/// `--window`: 0, or 60 to 900 seconds.
+fn parse_window(s: &str) -> Result<u32, String> {
+    let range = kinesis_lake::core::window::WINDOW_SECS_RANGE;
+    match s.trim().parse::<u32>() {
+        Ok(0) => Ok(0),
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "the window must be 0 (no staging) or {} to {} seconds, got {s:?}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+/// Publishes a folder lake (everything staged, under its lock) or an s3://
+/// lake (closed windows).
+fn publish_lake(lake: &std::path::Path, cfg: PublishConfig) -> anyhow::Result<Published> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match lake.to_str().filter(|l| l.starts_with("s3://")) {
+        Some(url) => {
+            let (bucket, prefix) = lake_config::parse_s3_url("--lake", url)?;
+            runtime.block_on(async {
+                let clients = Clients::load(&ClientSettings::default()).await?;
+                let sink = S3Sink::new(clients.s3, &bucket);
+                let cfg = PublishConfig { prefix, ..cfg };
+                publish(&sink, &cfg, Which::Closed, Utc::now())
+                    .await
+                    .context(PUBLISH_AGAIN)
+            })
+        }
+        None => {
+            if !lake.is_dir() {
+                anyhow::bail!("{} is not a lake folder (or an s3:// URI)", lake.display());
+            }
+            // the store's lock: no ingest is staging into this lake meanwhile
+            let _lock = RedbStore::open(&redb_store::default_path(lake))
+                .context("opening the dedup store (it holds the lake's lock)")?;
+            let sink = FsSink::new(lake);
+            let cfg = PublishConfig {
+                remove_staged: true,
+                ..cfg
+            };
+            runtime
+                .block_on(publish(&sink, &cfg, Which::Everything, Utc::now()))
+                .context(PUBLISH_AGAIN)
+        }
+    }
+}
+
 /// Ingests into S3 with DynamoDB dedup, after checking both can be reached.
 async fn ingest_s3(
     lake: &AwsLake,
     inputs: &[PathBuf],
     limits: &BatchLimits,
     encode: kinesis_lake::core::encode::EncodeOptions,
+    window: u32,
+    publish_cfg: Option<PublishConfig>,
     progress: Progress<'_>,
 ) -> anyhow::Result<Summary> {
     let (store, sink) = lake.connect(&ClientSettings::default()).await?;
@@ -364,15 +520,55 @@ async fn ingest_s3(
         prefix: lake.prefix.clone(),
         io_concurrency: lake.io_concurrency,
         encode,
+        window_secs: window,
         ..PipelineConfig::default()
     };
-    Ok(ingest(inputs, &store, &sink, &cfg, limits, progress).await?)
+    let mut summary = ingest(inputs, &store, &sink, &cfg, limits, progress).await?;
+    if let Some(p) = publish_cfg {
+        let p = PublishConfig {
+            prefix: lake.prefix.clone(),
+            io_concurrency: lake.io_concurrency,
+            schema_cache: cfg.schema_cache.clone(),
+            ..p
+        };
+        // what this run staged may sit in open windows: publish those too
+        // (a batch staged into one of them later is its next generation)
+        summary.published = Some(
+            publish(&sink, &p, Which::Everything, Utc::now())
+                .await
+                .context(PUBLISH_AGAIN)?,
+        );
+    }
+    Ok(summary)
 }
 
 /// Prints a text and a newline to stdout; a closed pipe (`| head`) is not an error.
 fn print_out(text: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+fn print_published(p: &Published) {
+    println!("windows published   {:>12}", p.windows);
+    println!(
+        "events published    {:>12}   (from {} staging objects)",
+        p.events, p.staging_objects
+    );
+    println!("duplicates dropped  {:>12}", p.duplicates);
+    println!(
+        "files written       {:>12}   ({:.1} MB of Parquet)",
+        p.files,
+        p.bytes as f64 / 1e6
+    );
+    if p.rejected > 0 {
+        println!("events rejected     {:>12}   (kept in _errors)", p.rejected);
+    }
+    if let Some(w) = &p.oldest_unpublished {
+        println!(
+            "still open          {:>12}   (oldest window with staged events; published once closed)",
+            w
+        );
+    }
 }
 
 fn print_summary(s: &Summary, lake: &str) {
@@ -385,12 +581,25 @@ fn print_summary(s: &Summary, lake: &str) {
         c.rejected, lake
     );
     println!("records failed      {:>12}", c.failed);
+    let (files, bytes) = match &s.published {
+        Some(p) => (c.files + p.files, c.bytes + p.bytes),
+        None => (c.files, c.bytes),
+    };
     println!(
         "files written       {:>12}   ({:.1} MB of Parquet, {} dead-letter files)",
-        c.files,
-        c.bytes as f64 / 1e6,
+        files,
+        bytes as f64 / 1e6,
         c.dead_letter_files
     );
+    if c.staging_objects > 0 {
+        println!("staging objects     {:>12}", c.staging_objects);
+    }
+    if let Some(p) = &s.published {
+        println!(
+            "events published    {:>12}   (from {} windows)",
+            p.events, p.windows
+        );
+    }
     println!(
         "elapsed             {:>12.2}s  ({:.0} records/s from {} input files)",
         s.elapsed_s, s.records_per_s, s.input_files

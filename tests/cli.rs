@@ -457,9 +457,10 @@ fn schema_command_shows_tables_columns_and_history() {
         ),
     )
     .expect("write");
-    // one record per batch: version 1 commits `amount` as bigint, version 2 adds a variant
+    // one record per batch, written at once (no publication window): version
+    // 1 commits `amount` as bigint, version 2 adds a variant
     let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
-        .args(["ingest", "--batch-records", "1", "--lake"])
+        .args(["ingest", "--window", "0", "--batch-records", "1", "--lake"])
         .arg(&lake)
         .arg(&input)
         .output()
