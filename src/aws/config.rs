@@ -12,6 +12,14 @@
 //!   re-send of an event arriving later than this is written again.
 //! - `LAKE_IO_CONCURRENCY` (optional, default 64): requests in flight at once,
 //!   per service.
+//! - `PUBLISH_WINDOW_SECONDS` (optional, default 300): the publication window;
+//!   each batch is staged into the window of its start, and the publisher
+//!   writes one file per partition per window. `0`: no staging, each batch
+//!   writes its files at once.
+//! - `LAKE_FUNCTION` (optional, default `consume`): `publish` makes the
+//!   function the scheduled publisher (it needs no `DEDUP_TABLE`), with
+//!   `PUBLISH_GRACE_SECONDS` (default 30) and `PUBLISH_TARGET_FILE_MIB`
+//!   (default 128).
 //! - `LAKE_DIR` (local trials only, when `LAKE_BUCKET` is unset): a folder lake
 //!   with the embedded dedup store instead of S3 and DynamoDB.
 //! - `KL_CREATE_RESOURCES=1` (local trials only): create the bucket and the
@@ -144,10 +152,17 @@ impl LambdaMode {
                 }),
             };
         };
-        let table = var(env, "DEDUP_TABLE").ok_or(ConfigError::Missing {
-            var: "DEDUP_TABLE",
-            what: "set DEDUP_TABLE to the DynamoDB dedup table (partition key event_uuid, type S)",
-        })?;
+        let table = match var(env, "DEDUP_TABLE") {
+            Some(t) => t,
+            // the publisher reads and writes the lake only
+            None if function_role(env)? == FunctionRole::Publish => String::new(),
+            None => {
+                return Err(ConfigError::Missing {
+                    var: "DEDUP_TABLE",
+                    what: "set DEDUP_TABLE to the DynamoDB dedup table (partition key event_uuid, type S)",
+                });
+            }
+        };
         let ttl_hours = match var(env, "DEDUP_TTL_HOURS") {
             Some(v) => parse_ttl_hours("DEDUP_TTL_HOURS", &v)?,
             None => DEFAULT_TTL_HOURS,
@@ -159,7 +174,11 @@ impl LambdaMode {
         let lake = AwsLake {
             bucket: validate_bucket("LAKE_BUCKET", bucket.trim())?,
             prefix: validate_prefix("LAKE_PREFIX", env("LAKE_PREFIX").unwrap_or_default().trim())?,
-            table: validate_table("DEDUP_TABLE", table.trim())?,
+            table: if table.is_empty() {
+                table
+            } else {
+                validate_table("DEDUP_TABLE", table.trim())?
+            },
             ttl_hours,
             io_concurrency,
         };
@@ -212,6 +231,83 @@ pub fn compression(
             })
         }
     }
+}
+
+/// The publication window (`PUBLISH_WINDOW_SECONDS`: 60 to 900, default
+/// 300; `0` writes each batch's files at once, without staging).
+pub fn window_secs(env: &dyn Fn(&str) -> Option<String>) -> Result<u32, ConfigError> {
+    let Some(v) = var(env, "PUBLISH_WINDOW_SECONDS") else {
+        return Ok(crate::core::window::DEFAULT_WINDOW_SECS);
+    };
+    let range = crate::core::window::WINDOW_SECS_RANGE;
+    match v.trim().parse::<u32>() {
+        Ok(0) => Ok(0),
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(ConfigError::Invalid {
+            var: "PUBLISH_WINDOW_SECONDS",
+            value: v,
+            why: format!(
+                "use 0 (no staging: one file per partition per batch) or {} to {} seconds (default 300); the consumer and the publisher must use the same value",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
+}
+
+/// What this Lambda function does (`LAKE_FUNCTION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionRole {
+    /// Consume Kinesis batches (`consume`, the default).
+    Consume,
+    /// Publish the closed windows on a schedule (`publish`).
+    Publish,
+}
+
+/// Reads `LAKE_FUNCTION`: `consume` (default) or `publish`.
+pub fn function_role(env: &dyn Fn(&str) -> Option<String>) -> Result<FunctionRole, ConfigError> {
+    match var(env, "LAKE_FUNCTION").as_deref().map(str::trim) {
+        None | Some("consume") => Ok(FunctionRole::Consume),
+        Some("publish") => Ok(FunctionRole::Publish),
+        Some(other) => Err(ConfigError::Invalid {
+            var: "LAKE_FUNCTION",
+            value: other.into(),
+            why: "use consume (Kinesis batches into staging, the default) or publish (the scheduled publisher)".into(),
+        }),
+    }
+}
+
+/// The publisher's settings beyond the lake: grace after a window's end
+/// (`PUBLISH_GRACE_SECONDS`, default 30) and the size at which a
+/// partition's file is split (`PUBLISH_TARGET_FILE_MIB`, default 128).
+pub fn publish_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<(u32, u64), ConfigError> {
+    let grace = match var(env, "PUBLISH_GRACE_SECONDS") {
+        None => crate::core::publish::DEFAULT_GRACE_SECS,
+        Some(v) => match v.trim().parse::<u32>() {
+            Ok(n) if n <= 900 => n,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: "PUBLISH_GRACE_SECONDS",
+                    value: v,
+                    why: "0 to 900 seconds (default 30): how long after its end a window is published".into(),
+                });
+            }
+        },
+    };
+    let target = match var(env, "PUBLISH_TARGET_FILE_MIB") {
+        None => crate::core::publish::DEFAULT_TARGET_FILE_BYTES,
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if (1..=4096).contains(&n) => n << 20,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: "PUBLISH_TARGET_FILE_MIB",
+                    value: v,
+                    why: "1 to 4096 MiB (default 128)".into(),
+                });
+            }
+        },
+    };
+    Ok((grace, target))
 }
 
 /// Parses a claim lifetime in hours (at least 1: longer than any writer's

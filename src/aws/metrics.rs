@@ -6,6 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::core::pipeline::BatchOutcome;
+use crate::core::publish::Published;
 
 /// The metrics namespace.
 pub const NAMESPACE: &str = "KinesisLake";
@@ -22,6 +23,57 @@ pub struct Invocation<'a> {
     pub oldest_arrival_ms: Option<i64>,
     /// Now, Unix ms.
     pub now_ms: i64,
+}
+
+/// The EMF object of one publisher run (serialise it as one line):
+/// what it published, whether it failed, and the age of the oldest window
+/// still waiting (0 when none is: the alarm's input).
+pub fn emf_publish(
+    function_name: &str,
+    published: Option<&Published>,
+    failed: bool,
+    now_ms: i64,
+) -> Value {
+    let p = published.cloned().unwrap_or_default();
+    let metrics: Vec<(&str, &str, Value)> = vec![
+        ("PublishedWindows", "Count", json!(p.windows)),
+        ("PublishedEvents", "Count", json!(p.events)),
+        ("PublishedDuplicates", "Count", json!(p.duplicates)),
+        ("PublishedFiles", "Count", json!(p.files)),
+        ("PublishedBytes", "Bytes", json!(p.bytes)),
+        ("PublishRejected", "Count", json!(p.rejected)),
+        ("PublishErrors", "Count", json!(u64::from(failed))),
+        (
+            "OldestUnpublishedWindowAgeS",
+            "Seconds",
+            json!(p.oldest_unpublished_age_s.unwrap_or(0)),
+        ),
+    ];
+    envelope(function_name, now_ms, metrics)
+}
+
+/// One EMF object: the `_aws` metadata naming each metric, then the values.
+fn envelope(function_name: &str, now_ms: i64, metrics: Vec<(&str, &str, Value)>) -> Value {
+    let mut root = Map::new();
+    root.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": metrics
+                    .iter()
+                    .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
+                    .collect::<Vec<_>>(),
+            }],
+        }),
+    );
+    root.insert("FunctionName".into(), json!(function_name));
+    for (name, _, value) in metrics {
+        root.insert(name.into(), value);
+    }
+    Value::Object(root)
 }
 
 /// The EMF object of one invocation (serialise it as one line).
@@ -48,26 +100,7 @@ pub fn emf(inv: &Invocation<'_>) -> Value {
             json!((inv.now_ms - oldest).max(0)),
         ));
     }
-    let mut root = Map::new();
-    root.insert(
-        "_aws".into(),
-        json!({
-            "Timestamp": inv.now_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [["FunctionName"]],
-                "Metrics": metrics
-                    .iter()
-                    .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
-                    .collect::<Vec<_>>(),
-            }],
-        }),
-    );
-    root.insert("FunctionName".into(), json!(inv.function_name));
-    for (name, _, value) in metrics {
-        root.insert(name.into(), value);
-    }
-    Value::Object(root)
+    envelope(inv.function_name, inv.now_ms, metrics)
 }
 
 #[cfg(test)]
@@ -116,7 +149,7 @@ mod tests {
             .iter()
             .map(|m| m["Name"].as_str().expect("name"))
             .collect();
-        assert_eq!(declared.len(), 11);
+        assert_eq!(declared.len(), 12);
         for name in &declared {
             assert!(v[*name].is_number(), "{name} has a value");
         }
@@ -160,6 +193,38 @@ mod tests {
         let n = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .map(Vec::len);
-        assert_eq!(n, Some(10));
+        assert_eq!(n, Some(11));
+    }
+
+    #[test]
+    fn a_publisher_run_reports_what_it_published_and_the_oldest_waiting_window() {
+        let p = Published {
+            windows: 2,
+            events: 900,
+            files: 7,
+            bytes: 1 << 20,
+            oldest_unpublished: Some("20240317T101500Z".into()),
+            oldest_unpublished_age_s: Some(42),
+            ..Published::default()
+        };
+        let v = emf_publish("pub-fn", Some(&p), false, 9);
+        assert_eq!(v["FunctionName"], "pub-fn");
+        assert_eq!(
+            (&v["PublishedEvents"], &v["PublishedFiles"]),
+            (&json!(900), &json!(7))
+        );
+        assert_eq!(
+            (&v["OldestUnpublishedWindowAgeS"], &v["PublishErrors"]),
+            (&json!(42), &json!(0))
+        );
+        let failed = emf_publish("pub-fn", None, true, 9);
+        assert_eq!(
+            (&failed["PublishErrors"], &failed["PublishedEvents"]),
+            (&json!(1), &json!(0))
+        );
+        let declared = failed["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .map(Vec::len);
+        assert_eq!(declared, Some(8));
     }
 }

@@ -9,6 +9,10 @@
 //!
 //! Each invocation logs one JSON line and prints one Embedded Metric Format
 //! line to stdout, and answers with a partial batch response.
+//!
+//! With `LAKE_FUNCTION=publish` the same binary is the scheduled publisher:
+//! each invocation publishes the closed windows of staged events
+//! (`kinesis_lake::core::publish`) and reports what it did.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,11 +23,13 @@ use kinesis_lake::kinesis::KinesisEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 use kinesis_lake::PipelineConfig;
+use kinesis_lake::aws::config::{self, Clients, FunctionRole};
 use kinesis_lake::aws::deadline::lambda_deadline;
-use kinesis_lake::aws::handler::invoke;
-use kinesis_lake::aws::{ClientSettings, LambdaMode};
+use kinesis_lake::aws::handler::{invoke, publish_invoke, which_windows};
+use kinesis_lake::aws::{ClientSettings, LambdaMode, S3Sink};
 use kinesis_lake::core::dedup::DedupStore;
 use kinesis_lake::core::encode::EncodeOptions;
+use kinesis_lake::core::publish::PublishConfig;
 use kinesis_lake::core::sink::ObjectSink;
 use kinesis_lake::local::{FsSink, RedbStore, redb_store};
 
@@ -58,8 +64,26 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
-    let payload_json = kinesis_lake::aws::config::payload_json(&|k| std::env::var(k).ok())?;
-    let compression = kinesis_lake::aws::config::compression(&|k| std::env::var(k).ok())?;
+    let env = |k: &str| std::env::var(k).ok();
+    let payload_json = config::payload_json(&env)?;
+    let compression = config::compression(&env)?;
+    let window_secs = config::window_secs(&env)?;
+    let encode = EncodeOptions {
+        payload_json,
+        compression,
+        ..EncodeOptions::default()
+    };
+    if config::function_role(&env)? == FunctionRole::Publish {
+        let (grace_secs, target_file_bytes) = config::publish_settings(&env)?;
+        let cfg = PublishConfig {
+            window_secs,
+            grace_secs,
+            target_file_bytes,
+            encode,
+            ..PublishConfig::default()
+        };
+        return run_publisher(cfg, &function_name).await;
+    }
     match LambdaMode::from_env()? {
         LambdaMode::Aws {
             lake,
@@ -79,14 +103,11 @@ async fn run() -> anyhow::Result<()> {
             let cfg = PipelineConfig {
                 prefix: lake.prefix.clone(),
                 io_concurrency: lake.io_concurrency,
-                encode: EncodeOptions {
-                    payload_json,
-                    compression,
-                    ..EncodeOptions::default()
-                },
+                encode,
+                window_secs,
                 ..PipelineConfig::default()
             };
-            tracing::info!(lake = %lake.url(), table = %lake.table, ttl_hours = lake.ttl_hours, "ready");
+            tracing::info!(lake = %lake.url(), table = %lake.table, ttl_hours = lake.ttl_hours, window_secs, "ready");
             serve(&store, &sink, &cfg, &function_name).await
         }
         LambdaMode::Local { dir } => {
@@ -94,18 +115,84 @@ async fn run() -> anyhow::Result<()> {
                 format!("opening the dedup store in LAKE_DIR={}", dir.display())
             })?;
             let sink = FsSink::new(&dir);
-            tracing::info!(lake = %dir.display(), "ready (local folder)");
+            tracing::info!(lake = %dir.display(), window_secs, "ready (local folder)");
             let cfg = PipelineConfig {
-                encode: EncodeOptions {
-                    payload_json,
-                    compression,
-                    ..EncodeOptions::default()
-                },
+                encode,
+                window_secs,
                 ..PipelineConfig::default()
             };
             serve(&store, &sink, &cfg, &function_name).await
         }
     }
+}
+
+/// The scheduled publisher: the lake's S3 bucket (or a local folder), no
+/// dedup table.
+async fn run_publisher(cfg: PublishConfig, function_name: &str) -> anyhow::Result<()> {
+    match LambdaMode::from_env()? {
+        LambdaMode::Aws {
+            lake,
+            create_resources,
+        } => {
+            let clients = Clients::load(&ClientSettings::default()).await?;
+            let sink = S3Sink::new(clients.s3, &lake.bucket);
+            if create_resources {
+                sink.ensure_bucket().await?;
+            }
+            sink.check(&lake.prefix)
+                .await
+                .with_context(|| format!("checking the lake {}", lake.url()))?;
+            let cfg = PublishConfig {
+                prefix: lake.prefix.clone(),
+                io_concurrency: lake.io_concurrency,
+                ..cfg
+            };
+            tracing::info!(lake = %lake.url(), window_secs = cfg.window_secs, "ready (publisher)");
+            serve_publisher(&sink, &cfg, function_name).await
+        }
+        LambdaMode::Local { dir } => {
+            let sink = FsSink::new(&dir);
+            // a folder has no lifecycle rule to expire published staging objects
+            let cfg = PublishConfig {
+                remove_staged: true,
+                ..cfg
+            };
+            tracing::info!(lake = %dir.display(), window_secs = cfg.window_secs, "ready (publisher, local folder)");
+            serve_publisher(&sink, &cfg, function_name).await
+        }
+    }
+}
+
+/// Each invocation (an EventBridge schedule's event) publishes the closed
+/// windows (`{"publish_open_windows": true}`: the open ones too); a run that
+/// stops early fails the invocation, and the next one resumes it.
+async fn serve_publisher<O: ObjectSink>(
+    sink: &O,
+    cfg: &PublishConfig,
+    function_name: &str,
+) -> anyhow::Result<()> {
+    lambda_runtime::run(service_fn(
+        |event: LambdaEvent<serde_json::Value>| async move {
+            let deadline = lambda_deadline(event.context.deadline, DEADLINE_MARGIN);
+            let which = which_windows(&event.payload);
+            let run = publish_invoke(
+                deadline,
+                sink,
+                cfg,
+                which,
+                function_name,
+                chrono::Utc::now(),
+            )
+            .await;
+            println!("{}", run.metrics);
+            match run.result {
+                Ok(p) => Ok::<serde_json::Value, Error>(serde_json::to_value(p)?),
+                Err(e) => Err(Error::from(e)),
+            }
+        },
+    ))
+    .await
+    .map_err(|e| anyhow::anyhow!("the Lambda runtime stopped: {e}"))
 }
 
 async fn serve<S: DedupStore, O: ObjectSink>(
