@@ -242,3 +242,46 @@ async fn dynamodb_down_then_the_function_and_the_cli_land_every_event_once() {
     assert!(again.status.success());
     assert_eq!(lake.all_keys().await, keys, "nothing new");
 }
+
+/// S3 goes down while a window is being published (after some of its
+/// partition files landed): the publisher stops with an error; once S3 is
+/// back, the next run finishes the same plan and every event is in the
+/// lake once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_stops_during_publication_then_the_next_run_publishes_every_event_once() {
+    let _serial = SERIAL.lock().await;
+    let lake = Lake::fresh_staged("outage-publish", 300).await;
+    let event = fixture("small-batch.json");
+    let staged = lake.invoke_real(&event).await;
+    assert!(staged.response.batch_item_failures.is_empty());
+    let _back = BringBack(&["start", "s3"]);
+    let cfg = kinesis_lake::core::publish::PublishConfig {
+        io_concurrency: 1, // files one after another: 2 land, then S3 is gone
+        ..lake.publish_cfg()
+    };
+    let sink = FaultySink::new(&lake.sink, SinkFault::StopServerBeforePut(2));
+    let later = chrono::Utc::now() + chrono::Duration::seconds(900);
+    let down = kinesis_lake::core::publish::publish(
+        &sink,
+        &cfg,
+        kinesis_lake::core::publish::Which::Closed,
+        later,
+    )
+    .await;
+    let err = down.expect_err("S3 went away").to_string();
+    assert!(err.contains("run the publisher again"), "{err}");
+
+    ctl(&["start", "s3"]);
+    let rows = lake.rows().await;
+    assert_eq!(
+        rows.len(),
+        2,
+        "two partitions landed before the outage: {rows:?}"
+    );
+    let p = lake
+        .publish_at(&lake.sink, later)
+        .await
+        .expect("the next run");
+    assert_eq!(p.generations, 1, "the same plan, finished");
+    lake.assert_exactly_once(&SMALL_BATCH_UUIDS).await;
+}

@@ -25,6 +25,7 @@ use kinesis_lake::aws::config::Clients;
 use kinesis_lake::aws::handler::{Invoked, invoke};
 use kinesis_lake::aws::{ClientSettings, DynamoStore, S3Sink};
 use kinesis_lake::core::dedup::{Claim, ClaimOutcome, DedupStore, StoreError, Transfer};
+use kinesis_lake::core::publish::{PublishConfig, PublishError, Published, Which, publish};
 use kinesis_lake::core::sink::{ObjectSink, SinkError};
 
 /// Claim lifetime in the tests (the default).
@@ -133,6 +134,52 @@ impl Lake {
         }
     }
 
+    /// A fresh lake whose batches are staged into windows of `window_secs`.
+    pub async fn fresh_staged(test: &str, window_secs: u32) -> Lake {
+        let mut lake = Lake::fresh(test).await;
+        lake.cfg.window_secs = window_secs;
+        lake
+    }
+
+    /// The publisher's settings for this lake.
+    pub fn publish_cfg(&self) -> PublishConfig {
+        PublishConfig {
+            prefix: self.prefix.clone(),
+            window_secs: self.cfg.window_secs,
+            io_concurrency: 64,
+            ..PublishConfig::default()
+        }
+    }
+
+    /// Publishes every window that has closed by `now`, through `sink`.
+    pub async fn publish_at<O: ObjectSink>(
+        &self,
+        sink: &O,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Published, PublishError> {
+        publish(sink, &self.publish_cfg(), Which::Closed, now).await
+    }
+
+    /// Publishes everything staged (open windows too) with the real sink.
+    pub async fn publish_all(&self) -> Published {
+        publish(
+            &self.sink,
+            &self.publish_cfg(),
+            Which::Everything,
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("publish")
+    }
+
+    /// The keys of the staging objects.
+    pub async fn staging_keys(&self) -> Vec<String> {
+        let staging = format!("{}/_staging/", self.prefix);
+        let mut keys = self.all_keys().await;
+        keys.retain(|k| k.starts_with(&staging));
+        keys
+    }
+
     /// Runs one Lambda invocation with the given store and sink (the real
     /// adapters, or wrappers around them), 60 s before its deadline.
     pub async fn invoke<S: DedupStore, O: ObjectSink>(
@@ -164,12 +211,14 @@ impl Lake {
         self.invoke(event, &self.store, &self.sink).await
     }
 
-    /// The keys of the lake's files (data and dead letters; not the schema
-    /// versions under `_schemas/`), sorted.
+    /// The keys of the lake's files (data, dead letters and staging objects;
+    /// not the schema versions under `_schemas/` nor the publisher's records
+    /// under `_publish/`), sorted.
     pub async fn keys(&self) -> Vec<String> {
         let schemas = format!("{}/_schemas/", self.prefix);
+        let records = format!("{}/_publish/", self.prefix);
         let mut keys = self.all_keys().await;
-        keys.retain(|k| !k.starts_with(&schemas));
+        keys.retain(|k| !k.starts_with(&schemas) && !k.starts_with(&records));
         keys
     }
 
@@ -393,15 +442,28 @@ pub struct FaultySink<'a, O> {
     inner: &'a O,
     fault: SinkFault,
     puts: AtomicUsize,
+    /// Whether create-if-absent puts (staging objects, publication plans)
+    /// fail as told too.
+    conditional: bool,
 }
 
 impl<'a, O> FaultySink<'a, O> {
-    /// Wraps `inner`.
+    /// Wraps `inner`; the fault applies to plain puts.
     pub fn new(inner: &'a O, fault: SinkFault) -> Self {
         FaultySink {
             inner,
             fault,
             puts: AtomicUsize::new(0),
+            conditional: false,
+        }
+    }
+
+    /// Wraps `inner`; the fault applies to create-if-absent puts too (a
+    /// staging object is written that way).
+    pub fn every_put(inner: &'a O, fault: SinkFault) -> Self {
+        FaultySink {
+            conditional: true,
+            ..FaultySink::new(inner, fault)
         }
     }
 
@@ -419,29 +481,43 @@ fn injected(key: &str) -> SinkError {
     }
 }
 
-impl<O: ObjectSink> ObjectSink for FaultySink<'_, O> {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
+impl<O: ObjectSink> FaultySink<'_, O> {
+    /// What the fault does to put number `n` of `key`: `Some(result)` when it
+    /// decides the outcome, `None` to pass the put through. `write` runs the
+    /// real put (for lost answers).
+    async fn apply<F, Fut>(&self, key: &str, write: F) -> Option<Result<(), SinkError>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), SinkError>>,
+    {
         let n = self.puts.fetch_add(1, Ordering::SeqCst);
         match &self.fault {
-            SinkFault::None => self.inner.put(key, body).await,
+            SinkFault::None => None,
             SinkFault::FailPutsMatching(p) if p.iter().any(|p| key.contains(p.as_str())) => {
-                Err(injected(key))
+                Some(Err(injected(key)))
             }
-            SinkFault::FailPutsMatching(_) => self.inner.put(key, body).await,
-            SinkFault::FailPutNumber(k) if *k == n => Err(injected(key)),
-            SinkFault::FailPutNumber(_) => self.inner.put(key, body).await,
-            SinkFault::LoseAcks => {
-                self.inner.put(key, body).await?;
-                Err(injected(key))
-            }
+            SinkFault::FailPutsMatching(_) => None,
+            SinkFault::FailPutNumber(k) if *k == n => Some(Err(injected(key))),
+            SinkFault::FailPutNumber(_) => None,
+            SinkFault::LoseAcks => Some(write().await.and(Err(injected(key)))),
             SinkFault::StopServerBeforePut(k) => {
                 if *k == n {
                     tokio::task::spawn_blocking(|| ctl(&["stop", "s3"]))
                         .await
                         .expect("ctl task");
                 }
-                self.inner.put(key, body).await
+                None
             }
+        }
+    }
+}
+
+impl<O: ObjectSink> ObjectSink for FaultySink<'_, O> {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
+        let copy = body.clone();
+        match self.apply(key, || self.inner.put(key, copy)).await {
+            Some(r) => r,
+            None => self.inner.put(key, body).await,
         }
     }
 
@@ -454,7 +530,15 @@ impl<O: ObjectSink> ObjectSink for FaultySink<'_, O> {
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, SinkError> {
-        self.inner.put_if_absent(key, body).await
+        if !self.conditional {
+            return self.inner.put_if_absent(key, body).await;
+        }
+        let copy = body.clone();
+        let write = || async { self.inner.put_if_absent(key, copy).await.map(|_| ()) };
+        match self.apply(key, write).await {
+            Some(r) => r.map(|()| true),
+            None => self.inner.put_if_absent(key, body).await,
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
@@ -477,6 +561,8 @@ pub struct DetachedSink {
     inner: S3Sink,
     gate: std::sync::Arc<tokio::sync::Semaphore>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Whether create-if-absent puts are detached too.
+    conditional: bool,
 }
 
 impl DetachedSink {
@@ -486,6 +572,15 @@ impl DetachedSink {
             inner,
             gate: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
             tasks: Mutex::new(Vec::new()),
+            conditional: false,
+        }
+    }
+
+    /// Same, and create-if-absent puts (staging objects) wait too.
+    pub fn every_put(inner: S3Sink) -> Self {
+        DetachedSink {
+            conditional: true,
+            ..DetachedSink::new(inner)
         }
     }
 
@@ -531,7 +626,21 @@ impl ObjectSink for DetachedSink {
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, SinkError> {
-        self.inner.put_if_absent(key, body).await
+        if !self.conditional {
+            return self.inner.put_if_absent(key, body).await;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (sink, gate, owned_key) = (self.inner.clone(), self.gate.clone(), key.to_string());
+        let task = tokio::spawn(async move {
+            let _ = gate.acquire().await;
+            let r = sink.put_if_absent(&owned_key, body).await;
+            if let Err(e) = &r {
+                panic!("the detached put of {owned_key} failed: {e}");
+            }
+            let _ = tx.send(r);
+        });
+        self.tasks.lock().expect("lock").push(task);
+        rx.await.unwrap_or_else(|_| Err(injected(key)))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
