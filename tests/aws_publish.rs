@@ -153,7 +153,7 @@ async fn staged_claims_made_but_the_staging_write_failed_then_the_retry_lands_on
     let staged = lake.staging_keys().await;
     assert_eq!(
         staged,
-        [held.object_key.clone()],
+        std::slice::from_ref(&held.object_key),
         "a retry of the same records writes the same name"
     );
     lake.publish_all().await;
