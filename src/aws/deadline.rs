@@ -185,6 +185,7 @@ mod tests {
                     path: "/in".into(),
                     line: i + 1,
                 },
+                unreadable: None,
             })
             .collect()
     }

@@ -22,7 +22,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt as _;
 use serde::Serialize;
 
-use crate::core::decode::decode;
 use crate::core::dedup::{Claim, ClaimOutcome, DedupStore, Holder, Resolution, Transfer, resolve};
 use crate::core::encode::{EncodeOptions, add_table_stats, encode};
 use crate::core::enrich::{Event, enrich};
@@ -231,7 +230,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     // decode, validate, enrich
     let parallel = n >= PARALLEL_MIN_RECORDS;
     let decoded: Vec<Result<Cow<'_, [u8]>, Reject>> =
-        map_parallel(records, parallel, |r| decode(&r.data));
+        map_parallel(records, parallel, RawRecord::decode);
     let enriched: Vec<Result<Event<'_>, Reject>> = map_parallel(&decoded, parallel, |d| {
         d.as_ref().map_err(Clone::clone).and_then(|b| enrich(b))
     });
@@ -795,6 +794,7 @@ mod tests {
                 path: "/in.ndjson".into(),
                 line: owner_line,
             },
+            unreadable: None,
         }
     }
 
@@ -1039,6 +1039,7 @@ mod tests {
                 sequence_number: "9".into(),
                 arrival_ms: None,
             },
+            unreadable: None,
         }];
         // the other writer claims "a" and dies before its file lands
         sink.fail_puts(&["event_type="]);

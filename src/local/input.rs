@@ -195,6 +195,7 @@ impl Iterator for FileRecords {
                                 path: path.clone(),
                                 line: *line,
                             },
+                            unreadable: None,
                         }));
                     }
                     Err(source) => {
