@@ -10,5 +10,6 @@ pub mod partition;
 pub mod pipeline;
 pub mod registry;
 pub mod reject;
+pub mod report;
 pub mod schema;
 pub mod sink;

@@ -539,9 +539,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         put_ms = (started.elapsed() - encoded_at).as_secs_f64() * 1e3,
         "batch phases"
     );
-    for f in &out.failed {
-        tracing::warn!(record = %records[f.index].origin.describe(), reason = %f.reason, "record not handled; it will be retried");
-    }
+    crate::core::report::warn_failures(records, &out.failed);
     out
 }
 
