@@ -17,7 +17,7 @@ use kinesis_lake::aws::config::{
 use kinesis_lake::aws::{AwsLake, ClientSettings, S3Sink};
 use kinesis_lake::ingest::{BatchLimits, Progress, Summary, ingest, total_bytes};
 use kinesis_lake::local::input::expand;
-use kinesis_lake::local::{FsSink, RedbStore, redb_store};
+use kinesis_lake::local::{FsSink, RedbStore, fs_sink, redb_store};
 
 /// Turns Kinesis JSON events into a Hive-partitioned Parquet lake, exactly once.
 #[derive(Parser)]
@@ -191,8 +191,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let location = target.location();
             let summary = match target {
                 LakeTarget::Dir(dir) => {
+                    // opening the store takes the lake's lock
                     let store = RedbStore::open(&redb_store::default_path(&dir))
                         .context("opening the dedup store")?;
+                    fs_sink::remove_stale_temporaries(&dir);
                     let sink = FsSink::new(&dir);
                     let cfg = PipelineConfig {
                         encode,
