@@ -5,6 +5,7 @@
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -15,8 +16,8 @@ use kinesis_lake::aws::config::{
     self as lake_config, Clients, DEFAULT_IO_CONCURRENCY, DEFAULT_TTL_HOURS,
 };
 use kinesis_lake::aws::{AwsLake, ClientSettings, S3Sink};
-use kinesis_lake::ingest::{BatchLimits, Progress, Summary, ingest, total_bytes};
-use kinesis_lake::local::input::expand;
+use kinesis_lake::ingest::{BatchLimits, Summary, ingest};
+use kinesis_lake::local::input::{InputFile, OnRead, expand, total_bytes};
 use kinesis_lake::local::{FsSink, RedbStore, fs_sink, redb_store};
 
 /// Turns Kinesis JSON events into a Hive-partitioned Parquet lake, exactly once.
@@ -170,40 +171,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("starting the async runtime")?;
             let target = LakeTarget::parse(&lake, dedup_table, dedup_ttl_hours)?;
-            let files = expand(&inputs)?;
-            let bar = if no_progress {
-                ProgressBar::hidden()
-            } else {
-                let bar = ProgressBar::new(total_bytes(&files));
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner} {bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec} eta {eta}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                bar
-            };
             let limits = BatchLimits {
                 max_bytes: batch_mib.max(1) << 20,
                 max_records: batch_records.max(1),
             };
-            let progress = |done: u64| bar.set_position(done);
             let location = target.location();
+            let bar;
             let summary = match target {
                 LakeTarget::Dir(dir) => {
                     // opening the store takes the lake's lock
                     let store = RedbStore::open(&redb_store::default_path(&dir))
                         .context("opening the dedup store")?;
                     fs_sink::remove_stale_temporaries(&dir);
+                    let files = expand(&inputs, Some(&dir))?;
+                    bar = progress_bar(&files, no_progress);
                     let sink = FsSink::new(&dir);
                     let cfg = PipelineConfig {
                         encode,
                         ..PipelineConfig::default()
                     };
-                    runtime.block_on(ingest(&inputs, &store, &sink, &cfg, &limits, &progress))?
+                    let on_read = counting_into(&bar);
+                    runtime.block_on(ingest(&files, &store, &sink, &cfg, &limits, on_read))?
                 }
                 LakeTarget::S3(lake) => {
-                    runtime.block_on(ingest_s3(&lake, &inputs, &limits, encode, &progress))?
+                    let files = expand(&inputs, None)?;
+                    bar = progress_bar(&files, no_progress);
+                    let on_read = counting_into(&bar);
+                    runtime.block_on(ingest_s3(&lake, &files, &limits, encode, on_read))?
                 }
             };
             bar.finish_and_clear();
@@ -241,6 +235,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A progress bar of bytes read: with the total when every input's size is
+/// known, else bytes read so far (a FIFO). Drawn only on a terminal.
+fn progress_bar(files: &[InputFile], hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = match total_bytes(files) {
+        Some(total) => (
+            ProgressBar::new(total),
+            "{spinner} {bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec} eta {eta}",
+        ),
+        None => (
+            ProgressBar::no_length(),
+            "{spinner} {bytes} read {bytes_per_sec}",
+        ),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Adds the bytes read to the progress bar.
+fn counting_into(bar: &ProgressBar) -> OnRead {
+    let bar = bar.clone();
+    Arc::new(move |n| bar.inc(n))
 }
 
 /// Every committed schema version of a lake (folder or s3://), oldest first.
@@ -345,10 +367,10 @@ impl LakeTarget {
 /// Ingests into S3 with DynamoDB dedup, after checking both can be reached.
 async fn ingest_s3(
     lake: &AwsLake,
-    inputs: &[PathBuf],
+    files: &[InputFile],
     limits: &BatchLimits,
     encode: kinesis_lake::core::encode::EncodeOptions,
-    progress: Progress<'_>,
+    on_read: OnRead,
 ) -> anyhow::Result<Summary> {
     let (store, sink) = lake.connect(&ClientSettings::default()).await?;
     let (table_ok, lake_ok) = tokio::join!(store.check(), sink.check(&lake.prefix));
@@ -370,7 +392,7 @@ async fn ingest_s3(
         encode,
         ..PipelineConfig::default()
     };
-    Ok(ingest(inputs, &store, &sink, &cfg, limits, progress).await?)
+    Ok(ingest(files, &store, &sink, &cfg, limits, on_read).await?)
 }
 
 /// Prints a text and a newline to stdout; a closed pipe (`| head`) is not an error.
