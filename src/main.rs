@@ -66,10 +66,12 @@ enum Command {
         dedup_ttl_hours: Option<String>,
         /// Close a batch (and write its files) after this many MiB of input.
         /// Bigger batches make fewer, bigger Parquet files.
-        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        #[arg(long, value_name = "MIB", default_value_t = 64,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1 << 20))]
         batch_mib: usize,
         /// Close a batch after this many records.
-        #[arg(long, value_name = "N", default_value_t = 200_000)]
+        #[arg(long, value_name = "N", default_value_t = 200_000,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000_000))]
         batch_records: usize,
         /// Also keep each event's JSON exactly as received in a payload_json
         /// column (lossless replay and debugging; costs space: see BENCHMARKS.md).
@@ -172,8 +174,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("starting the async runtime")?;
             let target = LakeTarget::parse(&lake, dedup_table, dedup_ttl_hours)?;
             let limits = BatchLimits {
-                max_bytes: batch_mib.max(1) << 20,
-                max_records: batch_records.max(1),
+                max_bytes: batch_mib << 20,
+                max_records: batch_records,
             };
             let location = target.location();
             let bar;
@@ -229,12 +231,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let table = event_name.map(|n| {
                 let mut parts = n.split(':');
                 let t = parts.next().unwrap_or_default();
-                kinesis_lake::core::schema::table_name(t, parts.next().filter(|s| !s.is_empty()))
+                let table = kinesis_lake::core::schema::table_name(
+                    t,
+                    parts.next().filter(|s| !s.is_empty()),
+                );
+                (n, table)
             });
+            if let Some((name, table)) = &table {
+                check_table(&history, &lake, name, table)?;
+            }
+            let table = table.map(|(_, t)| t);
             print_out(kinesis_lake::core::schema::describe(&history, table.as_deref()).trim_end());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Fails when the lake's schema has no table for an event name.
+fn check_table(
+    history: &[kinesis_lake::core::schema::LakeSchema],
+    lake: &str,
+    event_name: &str,
+    table: &str,
+) -> anyhow::Result<()> {
+    let Some(latest) = history.last() else {
+        anyhow::bail!(
+            "the lake {lake} has no schema yet (no event was ingested), so no table {table} for {event_name:?}"
+        );
+    };
+    if !latest.tables.contains_key(table) {
+        let known: Vec<&str> = latest.tables.keys().map(String::as_str).collect();
+        anyhow::bail!(
+            "the lake {lake} has no table {table} for the event name {event_name:?}; its tables: {} (an event name selects the table of its first two `:`-parts)",
+            known.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// A progress bar of bytes read: with the total when every input's size is
