@@ -38,7 +38,7 @@ enum Command {
     /// Ingest NDJSON files or Lambda Kinesis event documents into a lake.
     ///
     /// Each INPUT is a file or a folder (walked recursively, hidden files
-    /// skipped). A file whose first key is "Records" is read as a Lambda
+    /// skipped, each linked folder read once, the lake itself never). A file whose first key is "Records" is read as a Lambda
     /// Kinesis event document; any other file as NDJSON, one event per line.
     /// Either may be gzip-compressed. Re-running the same input adds nothing:
     /// dedup state lives in LAKE/_state/dedup.redb, or for an s3:// lake in
