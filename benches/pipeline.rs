@@ -901,45 +901,46 @@ fn ingest_mem(args: &[String]) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let run = |rt: &tokio::runtime::Runtime| -> anyhow::Result<kinesis_lake::ingest::Summary> {
-        let progress = |_: u64| {};
+        let files = kinesis_lake::local::input::expand(&inputs, Some(&lake))?;
+        let progress: kinesis_lake::local::input::OnRead = std::sync::Arc::new(|_| {});
         let (cfg, limits) = (PipelineConfig::default(), BatchLimits::default());
         let summary = match (store_kind.as_str(), sink_kind.as_str()) {
             ("mem", "fs") => rt.block_on(ingest(
-                &inputs,
+                &files,
                 &MemStore::default(),
                 &FsSink::new(&lake),
                 &cfg,
                 &limits,
-                &progress,
+                progress.clone(),
             )),
             ("mem", "mem") => rt.block_on(ingest(
-                &inputs,
+                &files,
                 &MemStore::default(),
                 &MemSink::default(),
                 &cfg,
                 &limits,
-                &progress,
+                progress.clone(),
             )),
             ("redb", "fs") => {
                 let store = RedbStore::open(&redb_store::default_path(&lake))?;
                 rt.block_on(ingest(
-                    &inputs,
+                    &files,
                     &store,
                     &FsSink::new(&lake),
                     &cfg,
                     &limits,
-                    &progress,
+                    progress.clone(),
                 ))
             }
             ("redb", "mem") => {
                 let store = RedbStore::open(&redb_store::default_path(&lake))?;
                 rt.block_on(ingest(
-                    &inputs,
+                    &files,
                     &store,
                     &MemSink::default(),
                     &cfg,
                     &limits,
-                    &progress,
+                    progress.clone(),
                 ))
             }
             _ => bail!(USAGE),

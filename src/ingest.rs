@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::core::dedup::DedupStore;
 use crate::core::pipeline::{Counts, PipelineConfig, run_batch};
 use crate::core::sink::ObjectSink;
-use crate::local::input::{FileRecords, InputError, expand};
+use crate::local::input::{FileRecords, InputError, InputFile, OnRead};
 use crate::record::RawRecord;
 
 /// How inputs are cut into batches. Bigger batches make fewer, bigger files.
@@ -60,41 +60,21 @@ pub struct Summary {
     pub published: Option<crate::core::publish::Published>,
 }
 
-/// Progress callback: bytes of input consumed so far (file sizes).
-pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
-
-/// Total size of the inputs, for a progress bar.
-pub fn total_bytes(files: &[PathBuf]) -> u64 {
-    files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum()
-}
-
-/// What the reading thread hands over.
-enum Read {
-    /// A full batch of records.
-    Batch(Vec<RawRecord>),
-    /// Bytes of input consumed so far.
-    Progress(u64),
-}
-
 /// Reads the files into batches on its own thread, one batch ahead of the
 /// pipeline: parsing the next documents overlaps processing this batch. Up to
 /// one file per core is opened ahead, each on a thread of its own (a Kinesis
 /// event document is parsed whole when opened), and their records are taken
-/// in file order.
+/// in file order. `on_read` is told the bytes of input as they are read.
 fn spawn_reader(
     files: Vec<PathBuf>,
     limits: BatchLimits,
-) -> tokio::sync::mpsc::Receiver<Result<Read, InputError>> {
+    on_read: OnRead,
+) -> tokio::sync::mpsc::Receiver<Result<Vec<RawRecord>, InputError>> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let ahead = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::spawn(move || {
         let mut batch: Vec<RawRecord> = Vec::new();
         let mut batch_bytes = 0usize;
-        let mut done_bytes = 0u64;
         // a send fails only when the receiver is gone: then stop reading
         let send = |m| tx.blocking_send(m).is_ok();
         let mut to_open = files.into_iter();
@@ -102,8 +82,11 @@ fn spawn_reader(
         loop {
             while opening.len() < ahead {
                 let Some(file) = to_open.next() else { break };
-                let path = file.clone();
-                opening.push_back((file, std::thread::spawn(move || FileRecords::open(&path))));
+                let (path, on_read) = (file.clone(), on_read.clone());
+                opening.push_back((
+                    file,
+                    std::thread::spawn(move || FileRecords::open(&path, on_read)),
+                ));
             }
             let Some((file, opened)) = opening.pop_front() else {
                 break;
@@ -111,7 +94,7 @@ fn spawn_reader(
             let opened = opened.join().unwrap_or_else(|_| {
                 Err(InputError::Io {
                     path: file.clone(),
-                    source: std::io::Error::other("the thread reading it panicked"),
+                    cause: std::io::Error::other("the thread reading it panicked"),
                 })
             });
             let records = match opened {
@@ -132,7 +115,7 @@ fn spawn_reader(
                 batch_bytes += rec.data.len();
                 batch.push(rec);
                 if (batch_bytes >= limits.max_bytes || batch.len() >= limits.max_records)
-                    && !send(Ok(Read::Batch(std::mem::take(&mut batch))))
+                    && !send(Ok(std::mem::take(&mut batch)))
                 {
                     return;
                 }
@@ -140,44 +123,36 @@ fn spawn_reader(
                     batch_bytes = 0;
                 }
             }
-            done_bytes += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-            if !send(Ok(Read::Progress(done_bytes))) {
-                return;
-            }
         }
         if !batch.is_empty() {
-            send(Ok(Read::Batch(batch)));
+            send(Ok(batch));
         }
     });
     rx
 }
 
-/// Ingests the inputs. Errors only for inputs that cannot be read (records
-/// of earlier batches are then already in the lake, and a re-run skips them);
-/// records that fail are counted and reported in the summary.
+/// Ingests the input files ([`crate::local::input::expand`] finds them).
+/// Errors only for inputs that cannot be read (records of earlier batches are
+/// then already in the lake, and a re-run skips them); records that fail are
+/// counted and reported in the summary. `on_read` is told the bytes of input
+/// as they are read.
 pub async fn ingest<S: DedupStore, O: ObjectSink>(
-    inputs: &[PathBuf],
+    files: &[InputFile],
     store: &S,
     sink: &O,
     cfg: &PipelineConfig,
     limits: &BatchLimits,
-    progress: Progress<'_>,
+    on_read: OnRead,
 ) -> Result<Summary, InputError> {
     let start = Instant::now();
-    let files = expand(inputs)?;
     let input_files = files.len();
     let mut counts = Counts::default();
     let mut failures = Vec::new();
-    let mut reader = spawn_reader(files, limits.clone());
+    let paths = files.iter().map(|f| f.path.clone()).collect();
+    let mut reader = spawn_reader(paths, limits.clone(), on_read);
     let mut waited = Instant::now();
-    while let Some(msg) = reader.recv().await {
-        let batch = match msg? {
-            Read::Progress(done) => {
-                progress(done);
-                continue;
-            }
-            Read::Batch(b) => b,
-        };
+    while let Some(batch) = reader.recv().await {
+        let batch = batch?;
         tracing::debug!(
             records = batch.len(),
             waited_ms = waited.elapsed().as_secs_f64() * 1e3,
@@ -211,10 +186,12 @@ pub async fn ingest<S: DedupStore, O: ObjectSink>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::local::input::expand;
     use crate::memory::{MemSink, MemStore};
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn records_of_many_files_keep_file_order_and_the_first_copy_wins() {
@@ -239,13 +216,14 @@ mod tests {
             std::fs::write(dir.path().join(format!("{k}.ndjson")), lines).expect("write");
         }
         let (store, sink) = (MemStore::default(), MemSink::default());
+        let files = expand(&[dir.path().to_path_buf()], None).expect("expand");
         let summary = ingest(
-            &[dir.path().to_path_buf()],
+            &files,
             &store,
             &sink,
             &PipelineConfig::default(),
             &BatchLimits::default(),
-            &|_| {},
+            Arc::new(|_| {}),
         )
         .await
         .expect("ingest");

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::dedup::DedupStore;
 use crate::core::pipeline::{BatchOutcome, PipelineConfig, run_batch};
+use crate::core::reject::Reject;
 use crate::core::sink::ObjectSink;
 use crate::record::{Origin, RawRecord};
 
@@ -60,10 +61,37 @@ pub struct KinesisEventRecord {
 
 /// A record's data: the producer's bytes, decoded from the base64 Lambda
 /// sends while the event is parsed (the base64 text is not copied first).
-/// Data that is not base64 is kept as given, so that the pipeline
-/// dead-letters it rather than losing it.
+/// Data that is not base64 is kept as given, with why, so that the pipeline
+/// dead-letters it (`not_base64`) rather than losing it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KinesisData(pub Vec<u8>);
+pub struct KinesisData {
+    /// The producer's bytes; the text as given when it is not base64.
+    pub bytes: Vec<u8>,
+    /// Why the text is not base64, when it is not.
+    pub not_base64: Option<String>,
+}
+
+/// Why `text` does not decode as base64: the first byte outside the base64
+/// alphabet, or else its length or padding.
+fn why_not_base64(text: &[u8]) -> String {
+    let in_alphabet = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+    match text.iter().position(|b| !in_alphabet(b)) {
+        Some(i) if text[i].is_ascii_graphic() || text[i] == b' ' => format!(
+            "byte {} is {:?}, not a base64 character",
+            i + 1,
+            char::from(text[i])
+        ),
+        Some(i) => format!(
+            "byte {} is 0x{:02x}, not a base64 character",
+            i + 1,
+            text[i]
+        ),
+        None => format!(
+            "{} characters of the base64 alphabet, but not whole 4-character groups with `=` padding only at the end",
+            text.len()
+        ),
+    }
+}
 
 impl<'de> Deserialize<'de> for KinesisData {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -74,8 +102,16 @@ impl<'de> Deserialize<'de> for KinesisData {
                 f.write_str("the record's data as a base64 string")
             }
             fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<KinesisData, E> {
-                let decoded = base64_simd::STANDARD.decode_to_vec(b);
-                Ok(KinesisData(decoded.unwrap_or_else(|_| b.to_vec())))
+                Ok(match base64_simd::STANDARD.decode_to_vec(b) {
+                    Ok(bytes) => KinesisData {
+                        bytes,
+                        not_base64: None,
+                    },
+                    Err(_) => KinesisData {
+                        bytes: b.to_vec(),
+                        not_base64: Some(why_not_base64(b)),
+                    },
+                })
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<KinesisData, E> {
                 self.visit_bytes(s.as_bytes())
@@ -89,7 +125,11 @@ impl<'de> Deserialize<'de> for KinesisData {
 
 impl Serialize for KinesisData {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+        match self.not_base64 {
+            // the text as it was given, so that a round trip keeps it
+            Some(_) => s.serialize_str(&String::from_utf8_lossy(&self.bytes)),
+            None => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.bytes)),
+        }
     }
 }
 
@@ -138,8 +178,10 @@ pub fn raw_record(index: usize, rec: KinesisEventRecord) -> Result<RawRecord, Ki
         .as_deref()
         .and_then(|id| id.split_once(':').map(|(s, _)| s.to_string()))
         .unwrap_or_default();
+    let KinesisData { bytes, not_base64 } = rec.kinesis.data;
     Ok(RawRecord {
-        data: rec.kinesis.data.0,
+        data: bytes,
+        unreadable: not_base64.map(Reject::NotBase64),
         origin: Origin::Kinesis {
             stream: stream_name(rec.event_source_arn.as_deref()),
             shard_id,
@@ -275,12 +317,18 @@ mod tests {
     }
 
     #[test]
-    fn data_that_is_not_base64_is_kept_as_given() {
+    fn data_that_is_not_base64_is_kept_as_given_and_rejected_as_such() {
         let event: KinesisEvent = serde_json::from_str(
-            r#"{"Records":[{"kinesis":{"data":"not base64!","sequenceNumber":"1"}}]}"#,
+            r#"{"Records":[{"kinesis":{"data":"!!!not base64***","sequenceNumber":"1"}}]}"#,
         )
         .expect("parses");
-        assert_eq!(raw_records(event).expect("records")[0].data, b"not base64!");
+        let rec = &raw_records(event).expect("records")[0];
+        assert_eq!(rec.data, b"!!!not base64***");
+        let reject = rec.decode().expect_err("rejected");
+        assert_eq!(reject.code(), "not_base64");
+        assert!(reject.to_string().contains("byte 1 is '!'"), "{reject}");
+        // valid characters in a wrong length are named too
+        assert!(why_not_base64(b"abcde").contains("4-character groups"));
     }
 
     #[test]
@@ -299,7 +347,14 @@ mod tests {
         // bytes that are not UTF-8 are not base64 either: kept as given, so
         // that the pipeline dead-letters the record instead of failing the batch
         let event: KinesisEvent = serde_json::from_slice(&doc(b"\xff\xfe")).expect("parses");
-        assert_eq!(raw_records(event).expect("records")[0].data, b"\xff\xfe");
+        let rec = &raw_records(event).expect("records")[0];
+        assert_eq!(rec.data, b"\xff\xfe");
+        assert!(
+            rec.decode()
+                .expect_err("rejected")
+                .to_string()
+                .contains("0xff")
+        );
         // data that is not a string still fails the document
         assert!(
             serde_json::from_slice::<KinesisEvent>(

@@ -2,8 +2,10 @@
 //! folder, or into the S3 lake with the DynamoDB dedup table (backfills and
 //! replays use the real lake's dedup).
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -16,9 +18,9 @@ use kinesis_lake::aws::config::{
 };
 use kinesis_lake::aws::{AwsLake, ClientSettings, S3Sink};
 use kinesis_lake::core::publish::{PublishConfig, Published, Which, publish};
-use kinesis_lake::ingest::{BatchLimits, Progress, Summary, ingest, total_bytes};
-use kinesis_lake::local::input::expand;
-use kinesis_lake::local::{FsSink, RedbStore, redb_store};
+use kinesis_lake::ingest::{BatchLimits, Summary, ingest};
+use kinesis_lake::local::input::{InputFile, OnRead, expand, total_bytes};
+use kinesis_lake::local::{FsSink, RedbStore, fs_sink, redb_store};
 
 /// Turns Kinesis JSON events into a Hive-partitioned Parquet lake, exactly once.
 #[derive(Parser)]
@@ -38,7 +40,7 @@ enum Command {
     /// Ingest NDJSON files or Lambda Kinesis event documents into a lake.
     ///
     /// Each INPUT is a file or a folder (walked recursively, hidden files
-    /// skipped). A file whose first key is "Records" is read as a Lambda
+    /// skipped, each linked folder read once, the lake itself never). A file whose first key is "Records" is read as a Lambda
     /// Kinesis event document; any other file as NDJSON, one event per line.
     /// Either may be gzip-compressed. Re-running the same input adds nothing:
     /// dedup state lives in LAKE/_state/dedup.redb, or for an s3:// lake in
@@ -66,10 +68,12 @@ enum Command {
         dedup_ttl_hours: Option<String>,
         /// Close a batch (and write its files) after this many MiB of input.
         /// Bigger batches make fewer, bigger Parquet files.
-        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        #[arg(long, value_name = "MIB", default_value_t = 64,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1 << 20))]
         batch_mib: usize,
         /// Close a batch after this many records.
-        #[arg(long, value_name = "N", default_value_t = 200_000)]
+        #[arg(long, value_name = "N", default_value_t = 200_000,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000_000))]
         batch_records: usize,
         /// Also keep each event's JSON exactly as received in a payload_json
         /// column (lossless replay and debugging; costs space: see BENCHMARKS.md).
@@ -177,6 +181,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -218,37 +223,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("starting the async runtime")?;
             let target = LakeTarget::parse(&lake, dedup_table, dedup_ttl_hours)?;
-            let files = expand(&inputs)?;
-            let bar = if no_progress {
-                ProgressBar::hidden()
-            } else {
-                let bar = ProgressBar::new(total_bytes(&files));
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner} {bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec} eta {eta}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                bar
-            };
             let limits = BatchLimits {
-                max_bytes: batch_mib.max(1) << 20,
-                max_records: batch_records.max(1),
+                max_bytes: batch_mib << 20,
+                max_records: batch_records,
             };
-            let progress = |done: u64| bar.set_position(done);
             let location = target.location();
+            let bar;
             let summary = match target {
                 LakeTarget::Dir(dir) => {
+                    // opening the store takes the lake's lock
                     let store = RedbStore::open(&redb_store::default_path(&dir))
                         .context("opening the dedup store")?;
+                    fs_sink::remove_stale_temporaries(&dir);
+                    let files = expand(&inputs, Some(&dir))?;
+                    bar = progress_bar(&files, no_progress);
                     let sink = FsSink::new(&dir);
                     let cfg = PipelineConfig {
                         encode,
                         window_secs: window,
                         ..PipelineConfig::default()
                     };
-                    let mut summary = runtime
-                        .block_on(ingest(&inputs, &store, &sink, &cfg, &limits, &progress))?;
+                    let on_read = counting_into(&bar);
+                    let mut summary =
+                        runtime.block_on(ingest(&files, &store, &sink, &cfg, &limits, on_read))?;
                     if let Some(p) = publish_cfg {
                         let p = PublishConfig {
                             schema_cache: cfg.schema_cache.clone(),
@@ -263,15 +260,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     summary
                 }
-                LakeTarget::S3(lake) => runtime.block_on(ingest_s3(
-                    &lake,
-                    &inputs,
-                    &limits,
-                    encode,
-                    window,
-                    publish_cfg,
-                    &progress,
-                ))?,
+                LakeTarget::S3(lake) => {
+                    let files = expand(&inputs, None)?;
+                    bar = progress_bar(&files, no_progress);
+                    let on_read = counting_into(&bar);
+                    runtime.block_on(ingest_s3(
+                        &lake,
+                        &files,
+                        &limits,
+                        encode,
+                        window,
+                        publish_cfg,
+                        on_read,
+                    ))?
+                }
             };
             bar.finish_and_clear();
             if json {
@@ -330,12 +332,70 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let table = event_name.map(|n| {
                 let mut parts = n.split(':');
                 let t = parts.next().unwrap_or_default();
-                kinesis_lake::core::schema::table_name(t, parts.next().filter(|s| !s.is_empty()))
+                let table = kinesis_lake::core::schema::table_name(
+                    t,
+                    parts.next().filter(|s| !s.is_empty()),
+                );
+                (n, table)
             });
+            if let Some((name, table)) = &table {
+                check_table(&history, &lake, name, table)?;
+            }
+            let table = table.map(|(_, t)| t);
             print_out(kinesis_lake::core::schema::describe(&history, table.as_deref()).trim_end());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Fails when the lake's schema has no table for an event name.
+fn check_table(
+    history: &[kinesis_lake::core::schema::LakeSchema],
+    lake: &str,
+    event_name: &str,
+    table: &str,
+) -> anyhow::Result<()> {
+    let Some(latest) = history.last() else {
+        anyhow::bail!(
+            "the lake {lake} has no schema yet (no event was ingested), so no table {table} for {event_name:?}"
+        );
+    };
+    if !latest.tables.contains_key(table) {
+        let known: Vec<&str> = latest.tables.keys().map(String::as_str).collect();
+        anyhow::bail!(
+            "the lake {lake} has no table {table} for the event name {event_name:?}; its tables: {} (an event name selects the table of its first two `:`-parts)",
+            known.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A progress bar of bytes read: with the total when every input's size is
+/// known, else bytes read so far (a FIFO). Drawn only on a terminal.
+fn progress_bar(files: &[InputFile], hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = match total_bytes(files) {
+        Some(total) => (
+            ProgressBar::new(total),
+            "{spinner} {bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec} eta {eta}",
+        ),
+        None => (
+            ProgressBar::no_length(),
+            "{spinner} {bytes} read {bytes_per_sec}",
+        ),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Adds the bytes read to the progress bar.
+fn counting_into(bar: &ProgressBar) -> OnRead {
+    let bar = bar.clone();
+    Arc::new(move |n| bar.inc(n))
 }
 
 /// Every committed schema version of a lake (folder or s3://), oldest first.
@@ -495,12 +555,12 @@ fn publish_lake(lake: &std::path::Path, cfg: PublishConfig) -> anyhow::Result<Pu
 /// Ingests into S3 with DynamoDB dedup, after checking both can be reached.
 async fn ingest_s3(
     lake: &AwsLake,
-    inputs: &[PathBuf],
+    files: &[InputFile],
     limits: &BatchLimits,
     encode: kinesis_lake::core::encode::EncodeOptions,
     window: u32,
     publish_cfg: Option<PublishConfig>,
-    progress: Progress<'_>,
+    on_read: OnRead,
 ) -> anyhow::Result<Summary> {
     let (store, sink) = lake.connect(&ClientSettings::default()).await?;
     let (table_ok, lake_ok) = tokio::join!(store.check(), sink.check(&lake.prefix));
@@ -523,7 +583,7 @@ async fn ingest_s3(
         window_secs: window,
         ..PipelineConfig::default()
     };
-    let mut summary = ingest(inputs, &store, &sink, &cfg, limits, progress).await?;
+    let mut summary = ingest(files, &store, &sink, &cfg, limits, on_read).await?;
     if let Some(p) = publish_cfg {
         let p = PublishConfig {
             prefix: lake.prefix.clone(),

@@ -1,6 +1,10 @@
 //! A raw record as it enters the pipeline: its bytes and where it came from.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
+
+use crate::core::reject::Reject;
 
 /// Where a record came from. It names the record in logs and dead letters, and
 /// its [`Origin::owner`] is the identity the dedup protocol records for it.
@@ -103,6 +107,30 @@ pub struct RawRecord {
     pub data: Vec<u8>,
     /// Where it came from.
     pub origin: Origin,
+    /// Why the data could not be read from its source intact (Kinesis data
+    /// that is not base64, a gzip input that breaks off): the record is
+    /// rejected with this reason, `data` holding what could be read.
+    pub unreadable: Option<Reject>,
+}
+
+impl RawRecord {
+    /// A record read intact from its source.
+    pub fn new(data: Vec<u8>, origin: Origin) -> RawRecord {
+        RawRecord {
+            data,
+            origin,
+            unreadable: None,
+        }
+    }
+
+    /// The JSON bytes of the record ([`crate::core::decode::decode`]), or
+    /// why it was unreadable at its source.
+    pub fn decode(&self) -> Result<Cow<'_, [u8]>, Reject> {
+        match &self.unreadable {
+            Some(r) => Err(r.clone()),
+            None => crate::core::decode::decode(&self.data),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -639,6 +639,7 @@ async fn concurrent_writers_with_conflicting_first_types_converge_on_s3() {
                         sequence_number: format!("{}", 1000 + i),
                         arrival_ms: None,
                     },
+                    unreadable: None,
                 })
                 .collect()
         })

@@ -599,3 +599,259 @@ fn compression_is_chosen_per_run_or_by_chunk_size_and_a_bad_codec_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lz4") && err.contains("snappy"), "{err}");
 }
+
+/// Runs the binary and waits at most `limit` for it: a hang fails the test
+/// (the child is killed) instead of blocking the suite.
+fn run_bounded(args: &[&std::ffi::OsStr], limit: std::time::Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}: killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+const EVENT: &str = r#"{"event_uuid":"a","event_name":"t:x","created_at":1710670530}"#;
+
+#[test]
+fn a_symlink_cycle_in_an_input_folder_is_skipped_with_a_warning() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("d");
+    std::fs::create_dir(&d).expect("mkdir");
+    std::fs::write(d.join("a.ndjson"), format!("{EVENT}\n")).expect("write");
+    symlink(".", d.join("x")).expect("symlink");
+    symlink(".", d.join("y")).expect("symlink");
+    symlink("../d", d.join("self")).expect("symlink");
+    let lake = dir.path().join("lake");
+    let out = run_bounded(
+        &[
+            "ingest".as_ref(),
+            "--json".as_ref(),
+            "--lake".as_ref(),
+            lake.as_os_str(),
+            d.as_os_str(),
+        ],
+        std::time::Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let s: Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(
+        (s["input_files"].as_u64(), s["written"].as_u64()),
+        (Some(1), Some(1))
+    );
+    for link in ["d/x", "d/y", "d/self"] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(link) && l.contains("skipped")),
+            "{link}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_lake_inside_its_input_folder_is_not_read_as_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("d");
+    std::fs::create_dir(&d).expect("mkdir");
+    std::fs::write(d.join("a.ndjson"), format!("{EVENT}\n")).expect("write");
+    let lake = d.join("lake");
+    for _ in 0..3 {
+        let (s, _) = ingest(&lake, std::slice::from_ref(&d));
+        assert_eq!(
+            (s["records"].as_u64(), s["rejected"].as_u64()),
+            (Some(1), Some(0))
+        );
+    }
+    assert!(!lake.join("_errors").exists(), "no dead letter");
+}
+
+#[test]
+fn temporary_files_of_a_killed_run_are_removed_by_the_next_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    ingest(&lake, &[fixture("events.ndjson")]);
+    let part = files_under(&lake, ".parquet")
+        .pop()
+        .expect("a parquet file");
+    let folder = part.parent().expect("folder");
+    let stale = [
+        folder.join(".part-0190c7a3-x.parquet.0190c7a3b3f07c4e8a1b2c3d4e5f6071.tmp"),
+        lake.join("_errors/.part-1.ndjson.0190c7a3b3f07c4e8a1b2c3d4e5f6072.tmp"),
+        lake.join("_staging/.x.0190c7a3b3f07c4e8a1b2c3d4e5f6073.tmp"),
+    ];
+    let kept = [folder.join(".notes.tmp"), lake.join("mine.tmp")];
+    for f in stale.iter().chain(&kept) {
+        std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+        std::fs::write(f, "partial").expect("write");
+    }
+    ingest(&lake, &[fixture("events.ndjson")]);
+    for f in &stale {
+        assert!(!f.exists(), "{} left", f.display());
+    }
+    for f in &kept {
+        assert!(f.exists(), "{} removed", f.display());
+    }
+}
+
+#[test]
+fn a_truncated_gzip_input_is_ingested_up_to_the_break_and_the_rest_dead_lettered() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("d");
+    std::fs::create_dir(&d).expect("mkdir");
+    let text: String = (0..3000)
+        .map(|i| {
+            format!(
+                "{{\"event_uuid\":\"u{i}\",\"event_name\":\"t:x\",\"created_at\":1710670530,\"n\":{}}}\n",
+                i * 7919 % 10007
+            )
+        })
+        .collect();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(text.as_bytes()).expect("gzip");
+    let z = enc.finish().expect("gzip");
+    std::fs::write(d.join("a.ndjson.gz"), &z[..z.len() / 2]).expect("write");
+    std::fs::write(
+        d.join("b.ndjson"),
+        r#"{"event_uuid":"other","event_name":"t:x","created_at":1710670530}"#,
+    )
+    .expect("write");
+    let lake = dir.path().join("lake");
+    let (s, _) = ingest(&lake, std::slice::from_ref(&d));
+    let written = s["written"].as_u64().expect("written");
+    assert!(written > 100, "{s}");
+    assert_eq!(s["rejected"], 1);
+    assert!(
+        lake_uuids(&lake).contains_key("other"),
+        "the other file is ingested"
+    );
+    let dl = dead_letters(&lake);
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["reason_code"], "corrupt_input");
+    assert_eq!(dl[0]["origin"]["line"], written);
+    assert!(
+        dl[0]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("breaks off after"),
+        "{}",
+        dl[0]["reason"]
+    );
+    // a second run adds nothing, the dead letter included
+    let (again, _) = ingest(&lake, std::slice::from_ref(&d));
+    assert_eq!(
+        (again["written"].as_u64(), again["files"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(dead_letters(&lake).len(), 1);
+}
+
+#[test]
+fn reasons_name_the_real_cause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    // Kinesis data that is not base64
+    let doc = dir.path().join("batch.json");
+    std::fs::write(
+        &doc,
+        r#"{"Records":[{"kinesis":{"data":"!!!not base64***","sequenceNumber":"1"}}]}"#,
+    )
+    .expect("write");
+    ingest(&lake, &[doc]);
+    let dl = dead_letters(&lake);
+    assert_eq!(dl[0]["reason_code"], "not_base64", "{}", dl[0]);
+    // a byte-order mark before a pretty-printed Kinesis document
+    let bom = dir.path().join("bom.json");
+    let data =
+        "eyJldmVudF91dWlkIjoiYm9tIiwiZXZlbnRfbmFtZSI6InQ6eCIsImNyZWF0ZWRfYXQiOjE3MTA2NzA1MzB9";
+    std::fs::write(
+        &bom,
+        format!(
+            "\u{feff}{{\n  \"Records\": [\n    {{\"kinesis\": {{\"data\": \"{data}\", \"sequenceNumber\": \"2\"}}}}\n  ]\n}}\n"
+        ),
+    )
+    .expect("write");
+    let (s, _) = ingest(&lake, &[bom]);
+    assert_eq!(
+        (s["written"].as_u64(), s["rejected"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+    // and before an NDJSON file's first line
+    let nd = dir.path().join("bom.ndjson");
+    std::fs::write(
+        &nd,
+        format!("\u{feff}{}\n", EVENT.replace("\"a\"", "\"bom2\"")),
+    )
+    .expect("write");
+    let (s, _) = ingest(&lake, &[nd]);
+    assert_eq!(
+        (s["written"].as_u64(), s["rejected"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_missing_input_names_its_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_ingest(&[], &dir.path().join("lake"), &[dir.path().join("nosuch")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
+
+#[test]
+fn schema_of_an_unknown_event_name_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    ingest(&lake, &[fixture("events.ndjson")]);
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args(["schema", "--lake"])
+        .arg(&lake)
+        .arg("nosuch:event")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nosuch:event") && err.contains("payment:order"),
+        "{err}"
+    );
+}
+
+#[test]
+fn zero_batch_limits_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for flag in ["--batch-records", "--batch-mib"] {
+        let out = run_ingest(
+            &[flag, "0"],
+            &dir.path().join("lake"),
+            &[fixture("events.ndjson")],
+        );
+        assert!(!out.status.success(), "{flag} 0 accepted");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(flag));
+    }
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // the fixture has rejected records: each is logged
+    let out = run_ingest(&[], &dir.path().join("lake"), &[fixture("events.ndjson")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WARN"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err}");
+}

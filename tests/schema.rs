@@ -77,6 +77,7 @@ fn records(events: &[Value], first_line: u64) -> Vec<RawRecord> {
                 path: "/gen.ndjson".into(),
                 line: first_line + i as u64,
             },
+            unreadable: None,
         })
         .collect()
 }

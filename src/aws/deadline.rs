@@ -209,6 +209,7 @@ mod tests {
                     path: "/in".into(),
                     line: i + 1,
                 },
+                unreadable: None,
             })
             .collect()
     }

@@ -189,6 +189,9 @@ pub fn enrich(json: &[u8]) -> Result<Event<'_>, Reject> {
         Err(e) => {
             return match serde_json::from_slice::<&RawValue>(json) {
                 Ok(raw) => Err(Reject::NotAnObject(json_kind(raw.get()))),
+                Err(_) if json.starts_with(b"\xEF\xBB\xBF") => Err(Reject::InvalidJson(format!(
+                    "it starts with a UTF-8 byte-order mark (bytes EF BB BF), which JSON does not allow: remove it ({e})"
+                ))),
                 Err(_) => Err(Reject::InvalidJson(e.to_string())),
             };
         }
@@ -563,5 +566,12 @@ mod tests {
         assert_eq!(e.payload.len(), 1);
         assert_eq!(e.payload[0].0, "key");
         assert_eq!(e.payload[0].1.get(), "2");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_named_as_the_cause() {
+        let r = enrich(b"\xEF\xBB\xBF{\"event_uuid\":\"a\"}").expect_err("rejected");
+        assert_eq!(r.code(), "invalid_json");
+        assert!(r.to_string().contains("byte-order mark"), "{r}");
     }
 }

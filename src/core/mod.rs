@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod publish;
 pub mod registry;
 pub mod reject;
+pub mod report;
 pub mod schema;
 pub mod sink;
 pub mod staging;

@@ -22,7 +22,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt as _;
 use serde::Serialize;
 
-use crate::core::decode::decode;
 use crate::core::dedup::{Claim, ClaimOutcome, DedupStore, Holder, Resolution, Transfer, resolve};
 use crate::core::encode::{EncodeOptions, add_table_stats, encode};
 use crate::core::enrich::{Event, enrich};
@@ -256,7 +255,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     // decode, validate, enrich
     let parallel = n >= PARALLEL_MIN_RECORDS;
     let decoded: Vec<Result<Cow<'_, [u8]>, Reject>> =
-        map_parallel(records, parallel, |r| decode(&r.data));
+        map_parallel(records, parallel, RawRecord::decode);
     let enriched: Vec<Result<Event<'_>, Reject>> = map_parallel(&decoded, parallel, |d| {
         d.as_ref().map_err(Clone::clone).and_then(|b| enrich(b))
     });
@@ -605,9 +604,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         put_ms = (started.elapsed() - encoded_at).as_secs_f64() * 1e3,
         "batch phases"
     );
-    for f in &out.failed {
-        tracing::warn!(record = %records[f.index].origin.describe(), reason = %f.reason, "record not handled; it will be retried");
-    }
+    crate::core::report::warn_failures(records, &out.failed);
     out
 }
 
@@ -926,6 +923,7 @@ mod tests {
                 path: "/in.ndjson".into(),
                 line: owner_line,
             },
+            unreadable: None,
         }
     }
 
@@ -1170,6 +1168,7 @@ mod tests {
                 sequence_number: "9".into(),
                 arrival_ms: None,
             },
+            unreadable: None,
         }];
         // the other writer claims "a" and dies before its file lands
         sink.fail_puts(&["event_type="]);

@@ -772,15 +772,17 @@ mod tests {
         events
             .iter()
             .enumerate()
-            .map(|(i, (uuid, name))| RawRecord {
-                data: format!(
-                    r#"{{"event_uuid":"{uuid}","event_name":"{name}","created_at":1710670530,"n":{i}}}"#
+            .map(|(i, (uuid, name))| {
+                RawRecord::new(
+                    format!(
+                        r#"{{"event_uuid":"{uuid}","event_name":"{name}","created_at":1710670530,"n":{i}}}"#
+                    )
+                    .into_bytes(),
+                    Origin::File {
+                        path: file.into(),
+                        line: i as u64 + 1,
+                    },
                 )
-                .into_bytes(),
-                origin: Origin::File {
-                    path: file.into(),
-                    line: i as u64 + 1,
-                },
             })
             .collect()
     }

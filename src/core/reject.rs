@@ -2,6 +2,29 @@
 //! and kept in the dead-letter area with its original bytes; none is an error
 //! of the batch.
 
+/// At most this many bytes decompressed before a gzip input breaks off are
+/// kept in its dead letter ([`Reject::CorruptInput`]).
+pub const MAX_KEPT_BYTES: usize = 1 << 20;
+
+/// The sentence of [`Reject::CorruptInput`].
+fn corrupt_input(at_byte: u64, line: u64, cause: &str, kept: usize, document: bool) -> String {
+    let (lost, kept_what) = if document {
+        (
+            "the file is a Kinesis event document, so none of its records could be read"
+                .to_string(),
+            "the first bytes of the document",
+        )
+    } else {
+        (
+            "the lines before it were ingested".to_string(),
+            "the start of that line",
+        )
+    };
+    format!(
+        "the input file is gzip-compressed but its stream breaks off after {at_byte} compressed bytes, in line {line} of the decompressed text ({cause}): {lost}; this dead letter keeps {kept_what} ({kept} bytes decompressed before the break, at most {MAX_KEPT_BYTES}), what follows could not be decoded. Re-fetch or repair the file and ingest it again"
+    )
+}
+
 /// The reason a record was rejected. `Display` is the human sentence stored in
 /// the dead letter (`reason`); [`Reject::code`] is a stable machine code.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -9,6 +32,31 @@ pub enum Reject {
     /// Data starts with the gzip magic bytes but does not inflate.
     #[error("record data looks gzip-compressed but does not decompress: {0}")]
     Gzip(String),
+    /// Kinesis record data that is not base64: Lambda sends every record's
+    /// data base64-encoded, so the producer's bytes cannot be recovered.
+    #[error(
+        "record data is not base64 ({0}); Lambda delivers a Kinesis record's data base64-encoded, so the producer's bytes cannot be recovered: the dead letter keeps the text as it was in the document"
+    )]
+    NotBase64(String),
+    /// An input file's gzip stream breaks off (truncated or corrupt): what
+    /// follows the break cannot be decompressed.
+    #[error(
+        "{}",
+        corrupt_input(*.at_byte, *.line, .cause, *.kept, *.document)
+    )]
+    CorruptInput {
+        /// Compressed bytes of the file the decoder had read when it broke.
+        at_byte: u64,
+        /// 1-based line of the decompressed text in which it broke.
+        line: u64,
+        /// The decoder's error.
+        cause: String,
+        /// Bytes decompressed before the break that the dead letter keeps
+        /// (at most [`MAX_KEPT_BYTES`]).
+        kept: usize,
+        /// The file is a Kinesis event document (its records are lost with it).
+        document: bool,
+    },
     /// Decompressed data exceeds the size limit.
     #[error("record data decompresses to more than {limit} bytes")]
     TooLarge {
@@ -85,6 +133,8 @@ impl Reject {
     pub fn code(&self) -> &'static str {
         match self {
             Reject::Gzip(_) => "bad_gzip",
+            Reject::NotBase64(_) => "not_base64",
+            Reject::CorruptInput { .. } => "corrupt_input",
             Reject::TooLarge { .. } => "too_large",
             Reject::InvalidJson(_) => "invalid_json",
             Reject::NotAnObject(_) => "not_an_object",
@@ -95,6 +145,32 @@ impl Reject {
             Reject::NamePartTooLong { .. } => "name_part_too_long",
             Reject::CreatedAtNotSeconds { .. } => "created_at_not_seconds",
             Reject::CreatedAtOutOfRange { .. } => "created_at_out_of_range",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_input_says_where_its_stream_broke() {
+        let r = Reject::CorruptInput {
+            at_byte: 4096,
+            line: 17,
+            cause: "unexpected end of file".into(),
+            kept: 12,
+            document: false,
+        };
+        let s = r.to_string();
+        assert_eq!(r.code(), "corrupt_input");
+        for part in [
+            "after 4096 compressed bytes",
+            "in line 17",
+            "unexpected end of file",
+            "12 bytes",
+        ] {
+            assert!(s.contains(part), "{part} missing: {s}");
         }
     }
 }

@@ -1,5 +1,7 @@
 //! A folder as the lake's object sink. A file appears atomically: it is
 //! written to a hidden temporary name in its folder, synced, then renamed.
+//! A run killed meanwhile leaves its temporary files behind:
+//! [`remove_stale_temporaries`] removes them once the lake's lock is held.
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -40,6 +42,74 @@ impl FsSink {
     }
 }
 
+/// The temporary name a file is written to before it is renamed:
+/// `.NAME.<uuidv7 in 32 hex digits>.tmp`, hidden and without the `.parquet`
+/// ending, so that readers never pick it up.
+fn temporary_name(name: &str) -> String {
+    format!(".{name}.{}.tmp", uuid::Uuid::now_v7().simple())
+}
+
+/// Whether a file name has exactly the shape of [`temporary_name`].
+fn is_temporary_name(name: &str) -> bool {
+    let Some((base, id)) = name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .and_then(|n| n.rsplit_once('.'))
+    else {
+        return false;
+    };
+    !base.is_empty()
+        && id.len() == 32
+        && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && uuid::Uuid::try_parse(id).is_ok_and(|u| u.get_version_num() == 7)
+}
+
+/// Removes the temporary files ([`temporary_name`]) that killed runs left in
+/// the lake folder and every folder under it (symbolic links are not
+/// followed). Only for the holder of the lake's lock: no other writer can
+/// then be using them. What cannot be removed is logged and left; returns
+/// how many files were removed.
+pub fn remove_stale_temporaries(root: &Path) -> usize {
+    let mut removed = 0;
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(dir) = folders.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot look for stale temporary files in {}: {e}",
+                    dir.display()
+                );
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => folders.push(path),
+                Ok(t) if t.is_file() && is_temporary_name(&entry.file_name().to_string_lossy()) => {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => removed += 1,
+                        Err(e) => tracing::warn!(
+                            "cannot remove {}, a temporary file of an interrupted run: {e}; remove it by hand",
+                            path.display()
+                        ),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed the temporary files of interrupted runs from the lake"
+        );
+    }
+    removed
+}
+
 /// Writes `body` to a hidden temporary file beside `path`, synced, and then
 /// either renames it over `path` or, with `create_only`, hard-links it to
 /// `path` (which fails if `path` exists: an atomic create-if-absent).
@@ -53,8 +123,7 @@ fn write_atomically(path: &Path, body: &[u8], create_only: bool) -> std::io::Res
         .file_name()
         .ok_or_else(|| std::io::Error::other("key has no file name"))?
         .to_string_lossy();
-    // hidden and without the .parquet ending: readers never pick it up
-    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::now_v7().simple()));
+    let tmp = dir.join(temporary_name(&name));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(body)?;
@@ -236,6 +305,49 @@ mod tests {
         assert_eq!(sink.get("s/v2").await.expect("get"), None);
         assert_eq!(sink.list("s/").await.expect("list"), ["s/v1"]);
         assert!(sink.list("nothing/").await.expect("list").is_empty());
+    }
+
+    #[test]
+    fn only_names_of_the_temporary_shape_are_temporary() {
+        assert!(is_temporary_name(&temporary_name("part-1.parquet")));
+        for name in [
+            "part-1.parquet",
+            ".part-1.parquet.tmp",
+            "..0190c7a3b3f07c4e8a1b2c3d4e5f6071.tmp",
+            ".x.0190C7A3B3F07C4E8A1B2C3D4E5F6071.tmp",
+            // a version 4 uuid is not ours
+            ".x.0190c7a3b3f04c4e8a1b2c3d4e5f6071.tmp",
+            "x.0190c7a3b3f07c4e8a1b2c3d4e5f6071.tmp",
+        ] {
+            assert!(!is_temporary_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_everywhere_in_the_lake_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stale = [
+            format!("a=1/b=2/{}", temporary_name("part-1.parquet")),
+            format!("_errors/d=1/{}", temporary_name("part-2.ndjson")),
+            format!("_staging/{}", temporary_name("x")),
+        ];
+        let kept = [
+            "a=1/b=2/part-1.parquet",
+            "a=1/.notes.tmp",
+            "_state/dedup.redb",
+        ];
+        for f in stale.iter().map(String::as_str).chain(kept) {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, "x").expect("write");
+        }
+        assert_eq!(remove_stale_temporaries(dir.path()), 3);
+        for f in &stale {
+            assert!(!dir.path().join(f).exists(), "{f}");
+        }
+        for f in kept {
+            assert!(dir.path().join(f).exists(), "{f}");
+        }
     }
 
     #[tokio::test]
