@@ -88,14 +88,14 @@ def processes_with_env(marker):
     return found
 
 
-@pytest.fixture
-def watcher(tmp_path):
+@contextlib.contextmanager
+def watching(tmp_path, name, extra_env, tag):
     """`cargo lambda watch` on a free loopback port, the function configured for
-    a fresh bucket and table (created by the function: KL_CREATE_RESOURCES=1)."""
+    the bucket and table `name` (created by the function: KL_CREATE_RESOURCES=1),
+    with `extra_env` on top (None: the variable is not set)."""
     if not CARGO_LAMBDA.exists():
         pytest.fail(f"{CARGO_LAMBDA} is missing: run bash scripts/setup-tools.sh")
     s3, ddb = env("KL_TEST_S3_ENDPOINT"), env("KL_TEST_DYNAMODB_ENDPOINT")
-    name = f"kl-lambda-{uuid.uuid4().hex[:12]}"
     port = free_port()
     function_env = {
         "LAKE_BUCKET": name,
@@ -108,12 +108,16 @@ def watcher(tmp_path):
         "AWS_SECRET_ACCESS_KEY": env("AWS_SECRET_ACCESS_KEY"),
         "AWS_REGION": env("AWS_REGION"),
         "RUST_LOG": "info",
+        "KL_TEST_WATCHER": tag,
+        **extra_env,
     }
+    # a value of None removes the variable (the publisher has no dedup table)
+    function_env = {k: v for k, v in function_env.items() if v is not None}
     cmd = [str(CARGO_LAMBDA), "lambda", "watch", "--invoke-address", "127.0.0.1",
            "--invoke-port", str(port), "--ignore-changes", "--bin", FUNCTION]
     for k, v in function_env.items():
         cmd += ["--env-var", f"{k}={v}"]
-    log_path = tmp_path / "watch.log"
+    log_path = tmp_path / f"watch-{tag}.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -145,7 +149,7 @@ def watcher(tmp_path):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=15)
         # a function process outside the group would outlive the test: end it
-        marker = f"LAKE_BUCKET={name}"
+        marker = f"KL_TEST_WATCHER={tag}"
         end = time.monotonic() + 10
         while processes_with_env(marker) and time.monotonic() < end:
             time.sleep(0.1)
@@ -157,10 +161,19 @@ def watcher(tmp_path):
         assert not leftovers, f"function processes outlived the watcher: {leftovers}"
 
 
-def invoke(port):
+@pytest.fixture
+def watcher(tmp_path):
+    """The consumer writing each batch's files at once (no publication window)."""
+    name = f"kl-lambda-{uuid.uuid4().hex[:12]}"
+    with watching(tmp_path, name, {"PUBLISH_WINDOW_SECONDS": "0"}, f"direct-{name}") as w:
+        yield w
+
+
+def invoke(port, data=None):
+    source = ["--data-ascii", data] if data is not None else ["--data-file", str(FIXTURE)]
     r = subprocess.run(
         [str(CARGO_LAMBDA), "lambda", "invoke", FUNCTION, "--invoke-address", "127.0.0.1",
-         "--invoke-port", str(port), "--data-file", str(FIXTURE), "--output-format", "json"],
+         "--invoke-port", str(port), *source, "--output-format", "json"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert r.returncode == 0, f"cargo lambda invoke failed:\n{r.stdout}\n{r.stderr}"
@@ -210,3 +223,37 @@ def test_cargo_lambda_invoke_lands_the_fixture_once(watcher):
         assert m["Records"] == 20 and m["Failed"] == 0
     assert (metrics[0]["Written"], metrics[0]["Rejected"]) == (8, SMALL_BATCH_REJECTS)
     assert (metrics[1]["Written"], metrics[1]["Duplicates"], metrics[1]["Files"]) == (0, 9, 0)
+
+
+def test_the_consumer_stages_and_the_publisher_function_publishes_once(tmp_path):
+    """The default: the consumer stages each batch (one object, no Parquet yet);
+    the same binary as the publisher (LAKE_FUNCTION=publish, no dedup table)
+    publishes it into one file per partition; a re-delivered batch adds nothing."""
+    name = f"kl-lambda-{uuid.uuid4().hex[:12]}"
+    publisher_env = {"LAKE_FUNCTION": "publish", "DEDUP_TABLE": None, "PUBLISH_WINDOW_SECONDS": "60"}
+    with watching(tmp_path, name, {"PUBLISH_WINDOW_SECONDS": "60"}, f"consumer-{name}") as consumer, \
+            watching(tmp_path, name, publisher_env, f"publisher-{name}") as publisher:
+        first = invoke(consumer["port"])
+        assert first == {"batchItemFailures": []}, f"{first}\n{consumer['tail']()}"
+        keys = s3_keys(consumer["s3"], name)
+        staged = [k for k in keys if k.startswith(f"{PREFIX}/_staging/window=") and k.endswith(".kls")]
+        assert len(staged) == 1, keys
+        assert not [k for k in keys if k.endswith(".parquet")], "nothing visible before publication"
+
+        # a scheduled run publishes closed windows only; ask for the open one too
+        done = invoke(publisher["port"], json.dumps({"publish_open_windows": True}))
+        assert done["events"] == len(SMALL_BATCH_UUIDS), f"{done}\n{publisher['tail']()}"
+        assert lake_rows(consumer) == {u: 1 for u in SMALL_BATCH_UUIDS}
+        files = [k for k in s3_keys(consumer["s3"], name) if k.endswith(".parquet")]
+        assert all("/part-" in k and "-g0000-" in k for k in files), files
+
+        again = invoke(consumer["port"])
+        assert again == {"batchItemFailures": []}, again
+        invoke(publisher["port"], json.dumps({"publish_open_windows": True}))
+        assert lake_rows(consumer) == {u: 1 for u in SMALL_BATCH_UUIDS}
+
+        published = [m for m in emf_lines(publisher["log"]) if "PublishedEvents" in m]
+        assert [m["PublishedEvents"] for m in published] == [len(SMALL_BATCH_UUIDS), 0], published
+        assert all(m["PublishErrors"] == 0 for m in published)
+        staged_metrics = [m for m in emf_lines(consumer["log"]) if "StagingObjects" in m]
+        assert [m["StagingObjects"] for m in staged_metrics] == [1, 0]
