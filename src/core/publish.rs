@@ -298,12 +298,14 @@ async fn publish_window<O: ObjectSink>(
 ) -> Result<(), PublishError> {
     loop {
         let records = read_records(sink, &cfg.prefix, w).await?;
-        let plan = match records
+        // an unfinished plan (a publisher died, or is at it now) is resumed:
+        // the files it already put are not put again
+        let (plan, resuming) = match records
             .plans
             .iter()
             .find(|(g, _)| !records.done.contains(g))
         {
-            Some((_, plan)) => plan.clone(),
+            Some((_, plan)) => (plan.clone(), true),
             None => {
                 let covered: HashSet<&String> =
                     records.plans.values().flat_map(|p| &p.staging).collect();
@@ -330,7 +332,7 @@ async fn publish_window<O: ObjectSink>(
                     // another publisher planned this generation: carry out its plan
                     continue;
                 }
-                plan
+                (plan, false)
             }
         };
         let earlier: Vec<u32> = records
@@ -339,7 +341,7 @@ async fn publish_window<O: ObjectSink>(
             .copied()
             .filter(|&g| g < plan.generation)
             .collect();
-        let done = carry_out(sink, cfg, &plan, &earlier, now).await?;
+        let done = carry_out(sink, cfg, &plan, &earlier, resuming, now).await?;
         out.generations += 1;
         out.staging_objects += done.staging.len() as u64;
         out.events += done.events;
@@ -431,6 +433,7 @@ async fn carry_out<O: ObjectSink>(
     cfg: &PublishConfig,
     plan: &Plan,
     earlier: &[u32],
+    resuming: bool,
     now: DateTime<Utc>,
 ) -> Result<Done, PublishError> {
     let objects = read_staging(sink, cfg, &plan.staging).await?;
@@ -452,7 +455,7 @@ async fn carry_out<O: ObjectSink>(
     for e in &rows {
         by_partition.entry(&e.partition).or_default().push(e);
     }
-    let files = write_files(sink, cfg, plan, &by_partition).await?;
+    let files = write_files(sink, cfg, plan, &by_partition, resuming).await?;
     if !rejects.is_empty() {
         write_rejects(sink, cfg, plan, &rejects, now).await?;
     }
@@ -583,12 +586,15 @@ async fn published_uuids<O: ObjectSink>(
     Ok(seen)
 }
 
-/// Encodes and puts each partition's files of a generation.
+/// Encodes and puts each partition's files of a generation; when resuming
+/// a plan, a file already there (the same name holds the same events) is
+/// not put again, so a publisher cut short again and again still advances.
 async fn write_files<O: ObjectSink>(
     sink: &O,
     cfg: &PublishConfig,
     plan: &Plan,
     by_partition: &BTreeMap<&PartitionKey, Vec<&Event<'_>>>,
+    resuming: bool,
 ) -> Result<Vec<PublishedFile>, PublishError> {
     if by_partition.is_empty() {
         return Ok(Vec::new());
@@ -616,7 +622,9 @@ async fn write_files<O: ObjectSink>(
     let results: Vec<Result<PublishedFile, SinkError>> = futures::stream::iter(encoded)
         .map(|(key, rows, body)| async move {
             let bytes = body.len() as u64;
-            sink.put(&key, body).await?;
+            if !(resuming && sink.exists(&key).await?) {
+                sink.put(&key, body).await?;
+            }
             Ok(PublishedFile { key, rows, bytes })
         })
         .buffer_unordered(cfg.io_concurrency.max(1))
@@ -926,6 +934,26 @@ mod tests {
             "the unfinished plan is carried out, no new one"
         );
         assert_eq!(lake(&sink).len(), 3);
+        assert_eq!(all_uuids(&sink), ["u1", "u2", "u3"]);
+    }
+
+    #[tokio::test]
+    async fn a_resumed_plan_puts_only_the_files_that_are_missing() {
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        let batch = records("/a", &[("u1", "a:x"), ("u2", "b:y"), ("u3", "c:z")]);
+        run_batch(&batch, &store, &sink, &staged_cfg(), at(T0)).await;
+        sink.fail_puts(&["event_type=c/"]);
+        assert!(
+            publish(&sink, &pub_cfg(), Which::Closed, at(T0 + 400))
+                .await
+                .is_err()
+        );
+        // from now on a put of the files already there would fail
+        sink.fail_puts(&["event_type=a/", "event_type=b/"]);
+        let p = publish(&sink, &pub_cfg(), Which::Closed, at(T0 + 401))
+            .await
+            .expect("resume");
+        assert_eq!((p.events, p.files), (3, 3));
         assert_eq!(all_uuids(&sink), ["u1", "u2", "u3"]);
     }
 
