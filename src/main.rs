@@ -196,7 +196,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         encode,
                         ..PipelineConfig::default()
                     };
-                    runtime.block_on(ingest(&inputs, &store, &sink, &cfg, &limits, &progress))?
+                    let summary =
+                        runtime.block_on(ingest(&inputs, &store, &sink, &cfg, &limits, &progress));
+                    if let Some(damage) = store.damage() {
+                        bar.finish_and_clear();
+                        anyhow::bail!("{damage}");
+                    }
+                    summary?
                 }
                 LakeTarget::S3(lake) => {
                     runtime.block_on(ingest_s3(&lake, &inputs, &limits, encode, &progress))?

@@ -598,3 +598,38 @@ fn compression_is_chosen_per_run_or_by_chunk_size_and_a_bad_codec_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lz4") && err.contains("snappy"), "{err}");
 }
+
+#[test]
+fn a_damaged_dedup_store_is_reported_with_what_to_do_never_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let input = [fixture("demo-events.ndjson.gz")];
+    ingest(&lake, &input);
+    let store = lake.join("_state").join("dedup.redb");
+    let mut bytes = std::fs::read(&store).expect("read store");
+    // 64 KiB of (deterministic) noise in the middle of the file
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 65536] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(&store, &bytes).expect("write store");
+    let out = run_ingest(&["--json"], &lake, &input);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the dedup store {} is damaged", store.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "kinesis-lake rebuild-state --lake {}",
+            lake.display()
+        )),
+        "{stderr}"
+    );
+}
