@@ -114,6 +114,21 @@ enum Command {
         #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
         from: Option<String>,
     },
+    /// Rebuild a folder lake's dedup store (LAKE/_state/dedup.redb) from the
+    /// lake's own files, after it was lost or damaged.
+    ///
+    /// Every data file's event_uuid column and every dead letter's origin are
+    /// claimed for the file they are in, so that ingesting the same input
+    /// again writes nothing twice. Refuses to overwrite an existing store:
+    /// move a damaged one aside first.
+    RebuildState {
+        /// The lake folder.
+        #[arg(long, value_name = "DIR")]
+        lake: PathBuf,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the lake's schema: each table's columns with their types and the
     /// version that added them, and the history of versions.
     Schema {
@@ -189,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let location = target.location();
             let summary = match target {
                 LakeTarget::Dir(dir) => {
+                    kinesis_lake::local::rebuild::check_store_present(&dir)?;
                     let store = RedbStore::open(&redb_store::default_path(&dir))
                         .context("opening the dedup store")?;
                     let sink = FsSink::new(&dir);
@@ -232,6 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             since,
             from,
         } => ddl(location, database, table, since, from),
+        Command::RebuildState { lake, json } => rebuild_state(&lake, json),
         Command::Schema { lake, event_name } => {
             let history = read_schema_history(&lake)?;
             let table = event_name.map(|n| {
@@ -291,6 +308,41 @@ fn ddl(
             print_out(&kinesis_lake::ddl::render_all(&spec, &schema));
         }
         None => print_out(&kinesis_lake::ddl::render(&spec)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rebuild-state`: a new dedup store from the lake's files.
+fn rebuild_state(lake: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let s = runtime.block_on(kinesis_lake::local::rebuild::rebuild_state(lake))?;
+    if json {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("data files read     {:>12}", s.data_files);
+    println!("events claimed      {:>12}", s.events - s.duplicated_uuids);
+    println!("dead-letter files   {:>12}", s.dead_letter_files);
+    println!("rejections claimed  {:>12}", s.dead_letters);
+    println!("elapsed             {:>12.2}s", s.elapsed_s);
+    println!(
+        "dedup store         {}",
+        redb_store::default_path(lake).display()
+    );
+    if let Some((uuid, first, second)) = &s.duplicate_example {
+        eprintln!(
+            "kinesis-lake: warning: {} event uuids are in more than one data file: the lake holds them more than once (e.g. {uuid} in {first} and {second}); the store is complete, the extra copies stay until removed",
+            s.duplicated_uuids
+        );
+    }
+    if s.unreadable_dead_letters > 0 {
+        eprintln!(
+            "kinesis-lake: warning: {} dead letters have no readable origin: their records would be dead-lettered again if ingested again",
+            s.unreadable_dead_letters
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

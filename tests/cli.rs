@@ -599,6 +599,15 @@ fn compression_is_chosen_per_run_or_by_chunk_size_and_a_bad_codec_is_refused() {
     assert!(err.contains("lz4") && err.contains("snappy"), "{err}");
 }
 
+/// Runs `kinesis-lake ARGS...` with warnings only.
+fn run_cli(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the binary runs")
+}
+
 #[test]
 fn a_damaged_dedup_store_is_reported_with_what_to_do_never_a_panic() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -632,4 +641,62 @@ fn a_damaged_dedup_store_is_reported_with_what_to_do_never_a_panic() {
         )),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_lake_without_its_store_refuses_ingest_until_rebuilt_and_then_writes_nothing_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let inputs = [fixture("events.ndjson"), fixture("kinesis")];
+    let (first, _) = ingest(&lake, &inputs);
+    assert!(first["written"].as_u64() > Some(0) && first["rejected"].as_u64() > Some(0));
+    let before = lake_uuids(&lake);
+    let dead_before = files_under(&lake.join("_errors"), ".ndjson");
+    let store = lake.join("_state").join("dedup.redb");
+    std::fs::remove_file(&store).expect("delete the store");
+
+    let refused = run_ingest(&["--json"], &lake, &inputs);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("has no dedup store"), "{stderr}");
+    assert!(stderr.contains("rebuild-state --lake"), "{stderr}");
+    assert_eq!(lake_uuids(&lake), before, "nothing written");
+    assert!(!store.exists(), "no empty store left behind");
+
+    let rebuilt = run_cli(&[
+        "rebuild-state".as_ref(),
+        "--lake".as_ref(),
+        lake.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&rebuilt.stdout).expect("JSON");
+    assert_eq!(summary["events"], first["written"]);
+    assert_eq!(summary["dead_letters"], first["rejected"]);
+    assert_eq!(summary["duplicated_uuids"], 0);
+    assert!(store.exists());
+
+    // a second rebuild never overwrites the store
+    let again = run_cli(&[
+        "rebuild-state".as_ref(),
+        "--lake".as_ref(),
+        lake.as_os_str(),
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let (second, _) = ingest(&lake, &inputs);
+    assert_eq!(second["written"], 0, "{second}");
+    assert_eq!(second["dead_letter_files"], 0, "{second}");
+    assert_eq!(
+        second["duplicates"].as_u64(),
+        Some(first["written"].as_u64().unwrap_or(0) + first["duplicates"].as_u64().unwrap_or(0)),
+        "{second}"
+    );
+    assert_eq!(lake_uuids(&lake), before);
+    assert_eq!(files_under(&lake.join("_errors"), ".ndjson"), dead_before);
 }
