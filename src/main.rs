@@ -106,9 +106,12 @@ enum Command {
         /// Table name.
         #[arg(long, default_value = "events")]
         table: String,
-        /// First date of the event_date projection range (YYYY-MM-DD).
-        #[arg(long, value_name = "DATE", default_value = "2020-01-01")]
-        since: String,
+        /// First date of the event_date projection range (YYYY-MM-DD)
+        /// [default: with --from, the lake's earliest event_date; else
+        /// 2020-01-01]. Partitions of the lake outside the range are warned
+        /// about.
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
         /// The lake whose schema registry gives the per-type tables: a folder
         /// or s3://BUCKET/PREFIX.
         #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
@@ -288,28 +291,114 @@ fn ddl(
     location: String,
     database: String,
     table: String,
-    since: String,
+    since: Option<String>,
     from: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     if !location.starts_with("s3://") {
         anyhow::bail!("--location must be an s3:// URI (Athena reads from S3), got {location:?}");
     }
-    chrono::NaiveDate::parse_from_str(&since, "%Y-%m-%d")
-        .with_context(|| format!("--since must be a date like 2024-01-31, got {since:?}"))?;
-    let spec = kinesis_lake::ddl::TableSpec {
+    let since = since
+        .map(|s| {
+            chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+                .with_context(|| format!("--since must be a date like 2024-01-31, got {s:?}"))
+        })
+        .transpose()?;
+    let mut spec = kinesis_lake::ddl::TableSpec {
         database,
         table,
         location,
-        date_range_start: since,
+        date_range_start: since.map_or_else(
+            || "2020-01-01".to_string(),
+            kinesis_lake::core::partition::format_date,
+        ),
+        date_range_end: "NOW".into(),
     };
     match &from {
         Some(lake) => {
             let schema = read_schema_history(lake)?.pop().unwrap_or_default();
+            let dates = read_event_dates(lake)?;
+            let today = chrono::Utc::now().date_naive();
+            let (start, end, warnings) = kinesis_lake::ddl::projection_range(&dates, since, today);
+            (spec.date_range_start, spec.date_range_end) = (start, end);
+            for w in warnings {
+                eprintln!("kinesis-lake: warning: {w}");
+            }
             print_out(&kinesis_lake::ddl::render_all(&spec, &schema));
         }
         None => print_out(&kinesis_lake::ddl::render(&spec)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `event_date` values of a lake's partitions (folder or s3://).
+fn read_event_dates(lake: &str) -> anyhow::Result<std::collections::BTreeSet<chrono::NaiveDate>> {
+    if lake.starts_with("s3://") {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        return runtime.block_on(async {
+            let (bucket, prefix) = lake_config::parse_s3_url("--from", lake)?;
+            let clients = Clients::load(&ClientSettings::default()).await?;
+            // event_type=…/event_subtype=…/event_date=…/: three levels of
+            // common prefixes
+            let mut level = vec![kinesis_lake::core::partition::join_prefix(&prefix, "")];
+            if !level[0].is_empty() && !level[0].ends_with('/') {
+                level[0].push('/');
+            }
+            for _ in 0..3 {
+                let mut next = Vec::new();
+                for p in &level {
+                    let mut pages = clients
+                        .s3
+                        .list_objects_v2()
+                        .bucket(&bucket)
+                        .prefix(p)
+                        .delimiter("/")
+                        .into_paginator()
+                        .send();
+                    while let Some(page) = pages.next().await {
+                        let page = page
+                            .with_context(|| format!("listing the partitions of {lake} ({p})"))?;
+                        next.extend(
+                            page.common_prefixes()
+                                .iter()
+                                .filter_map(|c| c.prefix())
+                                .filter(|c| !c[p.len()..].starts_with(['_', '.']))
+                                .map(String::from),
+                        );
+                    }
+                }
+                level = next;
+            }
+            let rel: Vec<&str> = level
+                .iter()
+                .map(|k| &k[prefix.len().min(k.len())..])
+                .collect();
+            Ok(kinesis_lake::ddl::event_dates(rel))
+        });
+    }
+    // event_type=…/event_subtype=…/event_date=…: three levels of folders
+    let mut folders: Vec<String> = Vec::new();
+    let mut level: Vec<(std::path::PathBuf, String)> = vec![(lake.into(), String::new())];
+    for _ in 0..3 {
+        let mut next = Vec::new();
+        for (dir, rel) in level {
+            let entries = std::fs::read_dir(&dir)
+                .with_context(|| format!("listing the partitions of {}", dir.display()))?;
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with(['_', '.']) && e.path().is_dir() {
+                    next.push((e.path(), format!("{rel}{name}/")));
+                }
+            }
+        }
+        level = next;
+    }
+    folders.extend(level.into_iter().map(|(_, rel)| rel));
+    Ok(kinesis_lake::ddl::event_dates(
+        folders.iter().map(String::as_str),
+    ))
 }
 
 /// `rebuild-state`: a new dedup store from the lake's files.
