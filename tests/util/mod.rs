@@ -165,11 +165,13 @@ impl Lake {
     }
 
     /// The keys of the lake's files (data and dead letters; not the schema
-    /// versions under `_schemas/`), sorted.
+    /// versions under `_schemas/` nor the `_common_metadata` summary of the
+    /// schema), sorted.
     pub async fn keys(&self) -> Vec<String> {
         let schemas = format!("{}/_schemas/", self.prefix);
+        let summary = format!("{}/_common_metadata", self.prefix);
         let mut keys = self.all_keys().await;
-        keys.retain(|k| !k.starts_with(&schemas));
+        keys.retain(|k| !k.starts_with(&schemas) && *k != summary);
         keys
     }
 
