@@ -3,7 +3,9 @@
 //! table over every event (common columns) and, from the schema registry, one
 //! table per event type and subtype with its payload columns. Pure rendering.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
+
+use chrono::NaiveDate;
 
 use crate::core::encode::Kind;
 use crate::core::partition::{HIVE_NULL, PARTITION_COLUMNS, hive_escape};
@@ -28,6 +30,99 @@ pub struct TableSpec {
     pub location: String,
     /// First date of the `event_date` projection range (`YYYY-MM-DD`).
     pub date_range_start: String,
+    /// Last date of the range: `NOW`, or a date (`YYYY-MM-DD`) when the lake
+    /// holds events dated after today.
+    pub date_range_end: String,
+}
+
+/// The longest column name Glue takes.
+pub const MAX_COLUMN_NAME_CHARS: usize = 255;
+
+/// A column name Athena and Glue take for a field name they cannot (empty,
+/// longer than [`MAX_COLUMN_NAME_CHARS`], or with control characters), with
+/// why; `None` when the name is fine as it is. Control characters become
+/// `_`, an empty name `_`, and a long name its first 246 characters, `_` and
+/// 8 hex digits of a hash of the whole name (so two long names sharing a
+/// start stay apart).
+pub fn safe_column_name(name: &str) -> Option<(String, &'static str)> {
+    if name.is_empty() {
+        return Some(("_".into(), "an empty name"));
+    }
+    let mut why = None;
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                why = Some("control characters");
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if out.chars().count() > MAX_COLUMN_NAME_CHARS {
+        // FNV-1a of the original name
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        out = format!(
+            "{}_{:08x}",
+            out.chars()
+                .take(MAX_COLUMN_NAME_CHARS - 9)
+                .collect::<String>(),
+            hash as u32
+        );
+        why = Some("more than 255 characters");
+    }
+    why.map(|w| (out, w))
+}
+
+/// The `event_date` values of a lake's data keys or folders (any component
+/// `event_date=YYYY-MM-DD`; keys under `_…` folders are not data).
+pub fn event_dates<'a>(keys: impl IntoIterator<Item = &'a str>) -> BTreeSet<NaiveDate> {
+    keys.into_iter()
+        .filter(|k| !k.split('/').any(|c| c.starts_with('_')))
+        .filter_map(|k| {
+            k.split('/')
+                .find_map(|c| c.strip_prefix("event_date="))
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        })
+        .collect()
+}
+
+/// The `event_date` projection range for a lake's partition dates: from
+/// `since` when given, else from the earliest date (2020-01-01 for a lake
+/// without data); to `NOW`, or to the latest date when it is after `today`.
+/// Also the warnings to print: the dates Athena would not see.
+pub fn projection_range(
+    dates: &BTreeSet<NaiveDate>,
+    since: Option<NaiveDate>,
+    today: NaiveDate,
+) -> (String, String, Vec<String>) {
+    let fmt = crate::core::partition::format_date;
+    let default_start = NaiveDate::from_ymd_opt(2020, 1, 1).unwrap_or(NaiveDate::MIN);
+    let start = since.or(dates.first().copied()).unwrap_or(default_start);
+    let mut warnings = Vec::new();
+    let before: Vec<&NaiveDate> = dates.range(..start).collect();
+    if let Some(first) = before.first() {
+        warnings.push(format!(
+            "{} event_date partitions of the lake are before the projection range's start {} (the earliest is {}): Athena will not see their events; leave out --since to start at the earliest",
+            before.len(),
+            fmt(start),
+            fmt(**first)
+        ));
+    }
+    let end = match dates.last() {
+        Some(&last) if last > today => {
+            warnings.push(format!(
+                "the lake holds events dated after today (up to {}): the projection range ends there instead of NOW; events dated later will not be seen until the DDL is made again",
+                fmt(last)
+            ));
+            fmt(last)
+        }
+        _ => "NOW".to_string(),
+    };
+    (fmt(start), end, warnings)
 }
 
 /// The Athena type of a schema column.
@@ -88,8 +183,28 @@ pub fn render_all(spec: &TableSpec, schema: &LakeSchema) -> String {
             .chain([PARTITION_COLUMNS[2].to_string()])
             .collect();
         let mut payload: Vec<(String, &'static str)> = Vec::new();
+        // names a mapped column must not take: every name that is fine as is
+        let mut taken: HashSet<String> = seen.clone();
+        taken.extend(
+            schema
+                .table_columns(table)
+                .iter()
+                .map(|c| c.name.to_lowercase())
+                .filter(|n| safe_column_name(n).is_none()),
+        );
         for c in schema.table_columns(table) {
-            let name = c.name.to_lowercase();
+            let mut name = c.name.to_lowercase();
+            if let Some((safe, why)) = safe_column_name(&name) {
+                let mut safe = safe;
+                while !taken.insert(safe.clone()) {
+                    safe.push('_');
+                }
+                notes.push(format!(
+                    "-- column `{safe}` is the field {:?}, whose name Athena and Glue cannot take ({why}); Athena matches Parquet columns by name, so it reads NULL: read this field with DuckDB, Spark or pyarrow",
+                    c.name
+                ));
+                name = safe;
+            }
             if seen.insert(name.clone()) {
                 payload.push((name, athena_type(c.kind)));
             } else {
@@ -184,7 +299,7 @@ fn create_table(
         ("projection.event_date.format", "yyyy-MM-dd".into()),
         (
             "projection.event_date.range",
-            format!("{},NOW", spec.date_range_start),
+            format!("{},{}", spec.date_range_start, spec.date_range_end),
         ),
         ("projection.event_date.interval", "1".into()),
         ("projection.event_date.interval.unit", "DAYS".into()),
@@ -195,11 +310,12 @@ fn create_table(
         .map(|(k, v)| format!("  '{k}'='{}'", v.replace('\'', "''")))
         .collect();
     format!(
-        "CREATE EXTERNAL TABLE IF NOT EXISTS {}.{} (\n{}\n)\nPARTITIONED BY ({})\nSTORED AS PARQUET\nLOCATION '{location}/'\nTBLPROPERTIES (\n{}\n);",
+        "CREATE EXTERNAL TABLE IF NOT EXISTS {}.{} (\n{}\n)\nPARTITIONED BY ({})\nSTORED AS PARQUET\nLOCATION '{}/'\nTBLPROPERTIES (\n{}\n);",
         quote_ident(&spec.database),
         quote_ident(name),
         columns.join(",\n"),
         partitioned.join(", "),
+        location.replace('\'', "''"),
         props.join(",\n"),
     )
 }
@@ -218,6 +334,7 @@ mod tests {
             table: "events".into(),
             location: "s3://bucket/prefix/".into(),
             date_range_start: "2024-01-01".into(),
+            date_range_end: "NOW".into(),
         }
     }
 
@@ -266,6 +383,117 @@ mod tests {
         assert!(ddl.contains(
             "event_type=account/event_subtype=__HIVE_DEFAULT_PARTITION__/event_date=${event_date}"
         ));
+    }
+
+    #[test]
+    fn quotes_in_the_location_are_escaped_everywhere() {
+        let spec = TableSpec {
+            location: "s3://b/p'x".into(),
+            ..spec()
+        };
+        let ddl = render(&spec);
+        assert!(ddl.contains("LOCATION 's3://b/p''x/'"), "{ddl}");
+        assert!(!ddl.contains("p'x"), "{ddl}");
+        let schema = schema_of(&[("payment:order", "amount")]);
+        let all = render_all(&spec, &schema);
+        assert!(
+            all.contains("LOCATION 's3://b/p''x/event_type=payment/event_subtype=order/'"),
+            "{all}"
+        );
+        assert!(!all.contains("p'x"), "{all}");
+    }
+
+    fn schema_of(fields: &[(&str, &str)]) -> LakeSchema {
+        use crate::core::encode::Cell;
+        let mut stats = crate::core::schema::BatchStats::new();
+        for (table, field) in fields {
+            stats
+                .entry((*table).into())
+                .or_default()
+                .entry((*field).into())
+                .or_default()
+                .add(&Cell::Int(1));
+        }
+        LakeSchema::default().plan(&stats).expect("plan")
+    }
+
+    #[test]
+    fn names_athena_and_glue_cannot_take_are_mapped_with_a_comment() {
+        let long = "x".repeat(300);
+        let long2 = format!("{}y", "x".repeat(299));
+        let schema = schema_of(&[
+            ("t", ""),
+            ("t", "a\tb"),
+            ("t", &long),
+            ("t", &long2),
+            ("t", "a_b"),
+            ("t", "ok"),
+        ]);
+        let ddl = render_all(&spec(), &schema);
+        let stmts = statements(&ddl);
+        let (_, cols) = stmts.iter().find(|(n, _)| n == "t").expect("table t");
+        for c in cols {
+            assert!(!c.is_empty() && c.chars().count() <= 255, "{c:?}");
+            assert!(!c.chars().any(char::is_control), "{c:?}");
+        }
+        let unique: HashSet<&String> = cols.iter().collect();
+        assert_eq!(unique.len(), cols.len(), "{cols:?}");
+        assert!(cols.contains(&"ok".to_string()) && cols.contains(&"a_b".to_string()));
+        // the tab's column does not take the name of the real `a_b`
+        assert!(cols.contains(&"a_b_".to_string()), "{cols:?}");
+        assert!(cols.contains(&"_".to_string()), "{cols:?}");
+        assert!(ddl.contains("is the field \"a\\tb\""), "{ddl}");
+        assert!(ddl.contains("is the field \"\", whose name"), "{ddl}");
+        assert!(ddl.contains("(more than 255 characters)"), "{ddl}");
+        assert_eq!(safe_column_name("fine"), None);
+        assert_eq!(
+            safe_column_name(&"é".repeat(255)),
+            None,
+            "255 characters fit"
+        );
+    }
+
+    #[test]
+    fn the_projection_range_comes_from_the_lake_and_what_falls_outside_is_warned() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        let today = d("2026-06-01");
+        let dates = event_dates([
+            "event_type=a/event_subtype=b/event_date=1999-12-31/",
+            "event_type=a/event_subtype=__HIVE_DEFAULT_PARTITION__/event_date=2024-03-17",
+            "event_type=a/event_subtype=b/event_date=2024-03-18/part-1.parquet",
+            "_errors/ingest_date=2026-01-01/part-1.ndjson",
+            "_staging/event_date=1900-01-01/x",
+        ]);
+        assert_eq!(dates.len(), 3);
+        // from the lake: every partition inside
+        let (start, end, warnings) = projection_range(&dates, None, today);
+        assert_eq!((start.as_str(), end.as_str()), ("1999-12-31", "NOW"));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // an explicit --since that leaves old partitions out: warned
+        let (start, _, warnings) = projection_range(&dates, Some(d("2020-01-01")), today);
+        assert_eq!(start, "2020-01-01");
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("1 event_date partitions"),
+            "{warnings:?}"
+        );
+        assert!(warnings[0].contains("1999-12-31"), "{warnings:?}");
+        // events dated in the future: the range reaches them, with a warning
+        let mut future = dates.clone();
+        future.insert(d("2031-01-01"));
+        let (_, end, warnings) = projection_range(&future, None, today);
+        assert_eq!(end, "2031-01-01");
+        assert!(warnings[0].contains("after today"), "{warnings:?}");
+        // an empty lake: the default start
+        let (start, end, warnings) = projection_range(&BTreeSet::new(), None, today);
+        assert_eq!((start.as_str(), end.as_str()), ("2020-01-01", "NOW"));
+        assert!(warnings.is_empty());
+        let spec = TableSpec {
+            date_range_start: "1999-12-31".into(),
+            date_range_end: "2031-01-01".into(),
+            ..spec()
+        };
+        assert!(render(&spec).contains("'projection.event_date.range'='1999-12-31,2031-01-01'"));
     }
 
     /// Each CREATE statement's name and column names (partitions too), as

@@ -160,6 +160,7 @@ pub async fn ingest<S: DedupStore, O: ObjectSink>(
             "batch read"
         );
         let outcome = run_batch(&batch, store, sink, cfg, Utc::now()).await;
+        crate::core::registry::publish_summary(sink, &cfg.prefix, &cfg.schema_cache).await;
         counts.add(&outcome.counts);
         for f in outcome.failed {
             if failures.len() < 20 {

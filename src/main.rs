@@ -153,13 +153,31 @@ enum Command {
         /// Table name.
         #[arg(long, default_value = "events")]
         table: String,
-        /// First date of the event_date projection range (YYYY-MM-DD).
-        #[arg(long, value_name = "DATE", default_value = "2020-01-01")]
-        since: String,
+        /// First date of the event_date projection range (YYYY-MM-DD)
+        /// [default: with --from, the lake's earliest event_date; else
+        /// 2020-01-01]. Partitions of the lake outside the range are warned
+        /// about.
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
         /// The lake whose schema registry gives the per-type tables: a folder
         /// or s3://BUCKET/PREFIX.
         #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
         from: Option<String>,
+    },
+    /// Rebuild a folder lake's dedup store (LAKE/_state/dedup.redb) from the
+    /// lake's own files, after it was lost or damaged.
+    ///
+    /// Every data file's event_uuid column and every dead letter's origin are
+    /// claimed for the file they are in, so that ingesting the same input
+    /// again writes nothing twice. Refuses to overwrite an existing store:
+    /// move a damaged one aside first.
+    RebuildState {
+        /// The lake folder.
+        #[arg(long, value_name = "DIR")]
+        lake: PathBuf,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the lake's schema: each table's columns with their types and the
     /// version that added them, and the history of versions.
@@ -231,6 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let bar;
             let summary = match target {
                 LakeTarget::Dir(dir) => {
+                    kinesis_lake::local::rebuild::check_store_present(&dir)?;
                     // opening the store takes the lake's lock
                     let store = RedbStore::open(&redb_store::default_path(&dir))
                         .context("opening the dedup store")?;
@@ -244,8 +263,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         ..PipelineConfig::default()
                     };
                     let on_read = counting_into(&bar);
-                    let mut summary =
-                        runtime.block_on(ingest(&files, &store, &sink, &cfg, &limits, on_read))?;
+                    let ingested =
+                        runtime.block_on(ingest(&files, &store, &sink, &cfg, &limits, on_read));
+                    if let Some(damage) = store.damage() {
+                        bar.finish_and_clear();
+                        anyhow::bail!("{damage}");
+                    }
+                    let mut summary = ingested?;
                     if let Some(p) = publish_cfg {
                         let p = PublishConfig {
                             schema_cache: cfg.schema_cache.clone(),
@@ -327,6 +351,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             since,
             from,
         } => ddl(location, database, table, since, from),
+        Command::RebuildState { lake, json } => rebuild_state(&lake, json),
         Command::Schema { lake, event_name } => {
             let history = read_schema_history(&lake)?;
             let table = event_name.map(|n| {
@@ -424,26 +449,147 @@ fn ddl(
     location: String,
     database: String,
     table: String,
-    since: String,
+    since: Option<String>,
     from: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     if !location.starts_with("s3://") {
         anyhow::bail!("--location must be an s3:// URI (Athena reads from S3), got {location:?}");
     }
-    chrono::NaiveDate::parse_from_str(&since, "%Y-%m-%d")
-        .with_context(|| format!("--since must be a date like 2024-01-31, got {since:?}"))?;
-    let spec = kinesis_lake::ddl::TableSpec {
+    let since = since
+        .map(|s| {
+            chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+                .with_context(|| format!("--since must be a date like 2024-01-31, got {s:?}"))
+        })
+        .transpose()?;
+    let mut spec = kinesis_lake::ddl::TableSpec {
         database,
         table,
         location,
-        date_range_start: since,
+        date_range_start: since.map_or_else(
+            || "2020-01-01".to_string(),
+            kinesis_lake::core::partition::format_date,
+        ),
+        date_range_end: "NOW".into(),
     };
     match &from {
         Some(lake) => {
             let schema = read_schema_history(lake)?.pop().unwrap_or_default();
+            let dates = read_event_dates(lake)?;
+            let today = chrono::Utc::now().date_naive();
+            let (start, end, warnings) = kinesis_lake::ddl::projection_range(&dates, since, today);
+            (spec.date_range_start, spec.date_range_end) = (start, end);
+            for w in warnings {
+                eprintln!("kinesis-lake: warning: {w}");
+            }
             print_out(&kinesis_lake::ddl::render_all(&spec, &schema));
         }
         None => print_out(&kinesis_lake::ddl::render(&spec)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `event_date` values of a lake's partitions (folder or s3://).
+fn read_event_dates(lake: &str) -> anyhow::Result<std::collections::BTreeSet<chrono::NaiveDate>> {
+    if lake.starts_with("s3://") {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        return runtime.block_on(async {
+            let (bucket, prefix) = lake_config::parse_s3_url("--from", lake)?;
+            let clients = Clients::load(&ClientSettings::default()).await?;
+            // event_type=…/event_subtype=…/event_date=…/: three levels of
+            // common prefixes
+            let mut level = vec![kinesis_lake::core::partition::join_prefix(&prefix, "")];
+            if !level[0].is_empty() && !level[0].ends_with('/') {
+                level[0].push('/');
+            }
+            for _ in 0..3 {
+                let mut next = Vec::new();
+                for p in &level {
+                    let mut pages = clients
+                        .s3
+                        .list_objects_v2()
+                        .bucket(&bucket)
+                        .prefix(p)
+                        .delimiter("/")
+                        .into_paginator()
+                        .send();
+                    while let Some(page) = pages.next().await {
+                        let page = page
+                            .with_context(|| format!("listing the partitions of {lake} ({p})"))?;
+                        next.extend(
+                            page.common_prefixes()
+                                .iter()
+                                .filter_map(|c| c.prefix())
+                                .filter(|c| !c[p.len()..].starts_with(['_', '.']))
+                                .map(String::from),
+                        );
+                    }
+                }
+                level = next;
+            }
+            let rel: Vec<&str> = level
+                .iter()
+                .map(|k| &k[prefix.len().min(k.len())..])
+                .collect();
+            Ok(kinesis_lake::ddl::event_dates(rel))
+        });
+    }
+    // event_type=…/event_subtype=…/event_date=…: three levels of folders
+    let mut folders: Vec<String> = Vec::new();
+    let mut level: Vec<(std::path::PathBuf, String)> = vec![(lake.into(), String::new())];
+    for _ in 0..3 {
+        let mut next = Vec::new();
+        for (dir, rel) in level {
+            let entries = std::fs::read_dir(&dir)
+                .with_context(|| format!("listing the partitions of {}", dir.display()))?;
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with(['_', '.']) && e.path().is_dir() {
+                    next.push((e.path(), format!("{rel}{name}/")));
+                }
+            }
+        }
+        level = next;
+    }
+    folders.extend(level.into_iter().map(|(_, rel)| rel));
+    Ok(kinesis_lake::ddl::event_dates(
+        folders.iter().map(String::as_str),
+    ))
+}
+
+/// `rebuild-state`: a new dedup store from the lake's files.
+fn rebuild_state(lake: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let s = runtime.block_on(kinesis_lake::local::rebuild::rebuild_state(lake))?;
+    if json {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("data files read     {:>12}", s.data_files);
+    println!("events claimed      {:>12}", s.events - s.duplicated_uuids);
+    println!("dead-letter files   {:>12}", s.dead_letter_files);
+    println!("rejections claimed  {:>12}", s.dead_letters);
+    println!("elapsed             {:>12.2}s", s.elapsed_s);
+    println!(
+        "dedup store         {}",
+        redb_store::default_path(lake).display()
+    );
+    if let Some((uuid, first, second)) = &s.duplicate_example {
+        eprintln!(
+            "kinesis-lake: warning: {} event uuids are in more than one data file: the lake holds them more than once (e.g. {uuid} in {first} and {second}); the store is complete, the extra copies stay until removed",
+            s.duplicated_uuids
+        );
+    }
+    if s.unreadable_dead_letters > 0 {
+        eprintln!(
+            "kinesis-lake: warning: {} dead letters have no readable origin: their records would be dead-lettered again if ingested again",
+            s.unreadable_dead_letters
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -537,6 +683,8 @@ fn publish_lake(lake: &std::path::Path, cfg: PublishConfig) -> anyhow::Result<Pu
             if !lake.is_dir() {
                 anyhow::bail!("{} is not a lake folder (or an s3:// URI)", lake.display());
             }
+            // a lost store is not replaced by an empty one here
+            kinesis_lake::local::rebuild::check_store_present(lake)?;
             // the store's lock: no ingest is staging into this lake meanwhile
             let _lock = RedbStore::open(&redb_store::default_path(lake))
                 .context("opening the dedup store (it holds the lake's lock)")?;

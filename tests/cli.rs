@@ -855,3 +855,105 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     assert!(err.contains("WARN"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err}");
 }
+
+/// Runs `kinesis-lake ARGS...` with warnings only.
+fn run_cli(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kinesis-lake"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn a_damaged_dedup_store_is_reported_with_what_to_do_never_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let input = [fixture("demo-events.ndjson.gz")];
+    ingest(&lake, &input);
+    let store = lake.join("_state").join("dedup.redb");
+    let mut bytes = std::fs::read(&store).expect("read store");
+    // 64 KiB of (deterministic) noise in the middle of the file
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 65536] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(&store, &bytes).expect("write store");
+    let out = run_ingest(&["--json"], &lake, &input);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the dedup store {} is damaged", store.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "kinesis-lake rebuild-state --lake {}",
+            lake.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_lake_without_its_store_refuses_ingest_until_rebuilt_and_then_writes_nothing_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let inputs = [fixture("events.ndjson"), fixture("kinesis")];
+    let (first, _) = ingest(&lake, &inputs);
+    assert!(first["written"].as_u64() > Some(0) && first["rejected"].as_u64() > Some(0));
+    let before = lake_uuids(&lake);
+    let dead_before = files_under(&lake.join("_errors"), ".ndjson");
+    let store = lake.join("_state").join("dedup.redb");
+    std::fs::remove_file(&store).expect("delete the store");
+
+    let refused = run_ingest(&["--json"], &lake, &inputs);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("has no dedup store"), "{stderr}");
+    assert!(stderr.contains("rebuild-state --lake"), "{stderr}");
+    assert_eq!(lake_uuids(&lake), before, "nothing written");
+    assert!(!store.exists(), "no empty store left behind");
+
+    let rebuilt = run_cli(&[
+        "rebuild-state".as_ref(),
+        "--lake".as_ref(),
+        lake.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&rebuilt.stdout).expect("JSON");
+    assert_eq!(summary["events"], first["written"]);
+    assert_eq!(summary["dead_letters"], first["rejected"]);
+    assert_eq!(summary["duplicated_uuids"], 0);
+    assert!(store.exists());
+
+    // a second rebuild never overwrites the store
+    let again = run_cli(&[
+        "rebuild-state".as_ref(),
+        "--lake".as_ref(),
+        lake.as_os_str(),
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let (second, _) = ingest(&lake, &inputs);
+    assert_eq!(second["written"], 0, "{second}");
+    assert_eq!(second["dead_letter_files"], 0, "{second}");
+    assert_eq!(
+        second["duplicates"].as_u64(),
+        Some(first["written"].as_u64().unwrap_or(0) + first["duplicates"].as_u64().unwrap_or(0)),
+        "{second}"
+    );
+    assert_eq!(lake_uuids(&lake), before);
+    assert_eq!(files_under(&lake.join("_errors"), ".ndjson"), dead_before);
+}

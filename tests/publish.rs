@@ -236,3 +236,40 @@ fn publish_refuses_what_is_not_a_lake() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a lake folder"));
 }
+
+#[test]
+fn rebuild_state_claims_staged_events_for_their_staging_object() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let first = input(dir.path(), "a.ndjson", 0, 12);
+    json_of(&kl(&["ingest", "--json"], &lake, &[&first]));
+    let second = input(dir.path(), "b.ndjson", 12, 8);
+    json_of(&kl(
+        &["ingest", "--json", "--no-publish"],
+        &lake,
+        &[&second],
+    ));
+    std::fs::remove_file(lake.join("_state").join("dedup.redb")).expect("lose the store");
+
+    // neither ingest nor publish may go on without the claims
+    for args in [&["ingest", "--json"][..], &["publish", "--json"][..]] {
+        let rest: Vec<&Path> = if args[0] == "ingest" {
+            vec![&first]
+        } else {
+            vec![]
+        };
+        let out = kl(args, &lake, &rest);
+        assert!(!out.status.success(), "{args:?} went on without a store");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("rebuild-state"));
+    }
+    let rebuilt = json_of(&kl(&["rebuild-state", "--json"], &lake, &[]));
+    assert_eq!(rebuilt["staged_events"], 8, "{rebuilt}");
+
+    // every event is known again, published or staged: nothing twice
+    let again = json_of(&kl(&["ingest", "--json"], &lake, &[&first, &second]));
+    assert_eq!(
+        (again["written"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(20))
+    );
+    assert_eq!(all_sorted(&lake), expected(0..20));
+}

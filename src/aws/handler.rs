@@ -56,6 +56,13 @@ pub async fn invoke<S: DedupStore, O: ObjectSink>(
         cfg,
     )
     .await?;
+    // the lake's summary file, for readers that take the lake schema from it
+    crate::core::registry::publish_summary(
+        &Deadline::new(sink, deadline),
+        &cfg.prefix,
+        &cfg.schema_cache,
+    )
+    .await;
     let c = &outcome.counts;
     tracing::info!(
         records = c.records,

@@ -253,7 +253,7 @@ pub fn add_table_stats<'r, 'a: 'r>(
 }
 
 /// The Parquet type of a column of this kind.
-fn column_type(kind: Kind) -> ColumnType {
+pub(crate) fn column_type(kind: Kind) -> ColumnType {
     match kind {
         Kind::Bool => ColumnType::Bool,
         Kind::Int => ColumnType::Int64,

@@ -81,7 +81,14 @@ fn needs_escape(c: char) -> bool {
 /// escaped set becomes `%XX` (upper-case hex). Other characters, non-ASCII
 /// included, stay as they are. `/` and `\` are always escaped, so no value can
 /// name a folder outside its partition.
+///
+/// A value that is literally [`HIVE_NULL`] has its first `_` escaped
+/// (`%5F_HIVE_DEFAULT_PARTITION__`): unescaped it would read back as null and
+/// share its folder with the events that have no value.
 pub fn hive_escape(value: &str) -> Cow<'_, str> {
+    if value == HIVE_NULL {
+        return Cow::Owned(format!("%5F{}", &HIVE_NULL[1..]));
+    }
     if !value.chars().any(needs_escape) {
         return Cow::Borrowed(value);
     }
@@ -177,6 +184,24 @@ mod tests {
         assert_eq!(
             key("account", None).path(),
             "event_type=account/event_subtype=__HIVE_DEFAULT_PARTITION__/event_date=2024-03-17"
+        );
+    }
+
+    #[test]
+    fn a_value_that_is_the_null_marker_keeps_its_own_folder_and_reads_back() {
+        let p = key("account", Some(HIVE_NULL)).path();
+        assert_eq!(
+            p,
+            "event_type=account/event_subtype=%5F_HIVE_DEFAULT_PARTITION__/event_date=2024-03-17"
+        );
+        assert_ne!(p, key("account", None).path());
+        assert_eq!(hive_unescape(&hive_escape(HIVE_NULL)), HIVE_NULL);
+        // only the exact marker: a longer value is a plain value
+        let longer = format!("{HIVE_NULL}x");
+        assert_eq!(hive_escape(&longer), longer.as_str());
+        assert_eq!(
+            key(HIVE_NULL, None).path(),
+            "event_type=%5F_HIVE_DEFAULT_PARTITION__/event_subtype=__HIVE_DEFAULT_PARTITION__/event_date=2024-03-17"
         );
     }
 

@@ -498,6 +498,9 @@ async fn carry_out<O: ObjectSink>(
         files = files.len(),
         "published"
     );
+    // readers that take the lake schema from `_common_metadata` see the
+    // columns of what was just published
+    registry::publish_summary(sink, &cfg.prefix, &cfg.schema_cache).await;
     if cfg.remove_staged {
         for key in &plan.staging {
             sink.delete(key).await?;

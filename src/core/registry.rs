@@ -5,6 +5,7 @@
 //! against it. Nothing a writer holds is lost: its values are routed by the
 //! version it finally commits or finds.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -39,6 +40,156 @@ pub enum RegistryError {
     Contended(usize),
 }
 
+/// The lake's summary file, relative to the lake root: a Parquet file with
+/// no rows and the whole lake schema (every column of every version, the
+/// partition columns last), where pyarrow, polars, pandas and Spark look for
+/// a dataset's schema (the Parquet summary-file convention).
+pub const COMMON_METADATA: &str = "_common_metadata";
+
+/// The key-value metadata key of the schema version a summary file holds.
+const VERSION_METADATA_KEY: &str = "kinesis_lake.schema_version";
+
+/// The key of the lake's summary file.
+pub fn common_metadata_key(prefix: &str) -> String {
+    join_prefix(prefix, COMMON_METADATA)
+}
+
+/// The summary file of a schema version: no row groups; the fixed columns
+/// (required, as in every data file), `payload_json` (optional: only files
+/// written with it carry it), every schema column, then the partition columns
+/// as strings. Deterministic for a version, so racing writes of one version
+/// put the same bytes.
+pub fn common_metadata(schema: &LakeSchema) -> Vec<u8> {
+    use crate::core::encode::{FIXED_COLUMN_NAMES, PAYLOAD_JSON_COLUMN, column_type};
+    use crate::core::parquet_file::{Codec, ColumnSpec, ColumnType, FileWriter};
+    use crate::core::partition::PARTITION_COLUMNS;
+    let spec = |name: &str, ty, required| ColumnSpec {
+        name: name.to_string(),
+        ty,
+        required,
+        bytes_per_row: 0,
+    };
+    let fixed_types = [
+        ColumnType::String,
+        ColumnType::String,
+        ColumnType::Double,
+        ColumnType::String,
+    ];
+    let mut specs: Vec<ColumnSpec> = FIXED_COLUMN_NAMES
+        .iter()
+        .zip(fixed_types)
+        .map(|(n, t)| spec(n, t, true))
+        .collect();
+    specs.push(spec(PAYLOAD_JSON_COLUMN, ColumnType::String, false));
+    specs.extend(
+        schema
+            .columns
+            .iter()
+            .map(|c| spec(&c.name, column_type(c.kind), false)),
+    );
+    specs.extend(
+        PARTITION_COLUMNS
+            .iter()
+            .map(|p| spec(p, ColumnType::String, false)),
+    );
+    let version = schema.version.to_string();
+    FileWriter::new(Codec::Uncompressed, specs).finish(
+        concat!("kinesis-lake version ", env!("CARGO_PKG_VERSION")),
+        &[
+            ("kinesis_lake.format", "1"),
+            (VERSION_METADATA_KEY, &version),
+        ],
+    )
+}
+
+/// The schema version the lake's summary file holds (0 when there is none
+/// or it cannot be read: it is then written again).
+async fn common_metadata_version<O: ObjectSink>(sink: &O, prefix: &str) -> Result<u64, SinkError> {
+    let Some(body) = sink.get(&common_metadata_key(prefix)).await? else {
+        return Ok(0);
+    };
+    let version = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&body)
+        .ok()
+        .and_then(|m| {
+            m.file_metadata()
+                .key_value_metadata()?
+                .iter()
+                .find(|kv| kv.key == VERSION_METADATA_KEY)?
+                .value
+                .as_deref()?
+                .parse()
+                .ok()
+        });
+    Ok(version.unwrap_or(0))
+}
+
+/// Writes the summary file of `schema`, then, if a newer version was
+/// committed meanwhile, of the newest: whichever writer finishes last has
+/// seen the newest version, so the newest wins a race. A failure is logged,
+/// not returned: data files do not depend on the summary (it is written
+/// again after the next batch). Returns whether it was written.
+async fn publish_common_metadata<O: ObjectSink>(
+    sink: &O,
+    prefix: &str,
+    schema: &LakeSchema,
+) -> bool {
+    let mut schema = std::borrow::Cow::Borrowed(schema);
+    for _ in 0..MAX_ATTEMPTS {
+        let key = common_metadata_key(prefix);
+        if let Err(e) = sink.put(&key, Bytes::from(common_metadata(&schema))).await {
+            tracing::warn!(key, error = %e, "could not write the lake's summary file; readers that take the lake schema from it see an older one until the next batch writes it");
+            return false;
+        }
+        let mut newest = None;
+        while let Ok(Some(v)) = read_version(
+            sink,
+            prefix,
+            newest
+                .as_ref()
+                .map_or(schema.version, |n: &LakeSchema| n.version)
+                + 1,
+        )
+        .await
+        {
+            newest = Some(v);
+        }
+        match newest {
+            Some(n) => schema = std::borrow::Cow::Owned(n),
+            None => return true,
+        }
+    }
+    true
+}
+
+/// Brings the lake's summary file up to the newest schema `cache` knows:
+/// call after each batch (its data files are written by then). Costs nothing
+/// when the version is already published; the first call of a process reads
+/// the summary's version (a lake from before summary files, or a writer that
+/// stopped between a commit and its summary, gets one).
+pub async fn publish_summary<O: ObjectSink>(sink: &O, prefix: &str, cache: &SchemaCache) {
+    let Some(schema) = cache.get() else { return };
+    let published = cache.1.load(Ordering::Acquire);
+    if schema.version <= published {
+        return;
+    }
+    if published == 0 {
+        match common_metadata_version(sink, prefix).await {
+            Ok(v) if v >= schema.version => {
+                cache.1.fetch_max(v, Ordering::AcqRel);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the lake's summary file; writing it again");
+            }
+        }
+    }
+    if publish_common_metadata(sink, prefix, &schema).await {
+        cache.1.fetch_max(schema.version, Ordering::AcqRel);
+    }
+}
+
 /// The key of a schema version.
 pub fn version_key(prefix: &str, version: u64) -> String {
     join_prefix(prefix, &format!("{SCHEMA_DIR}/v{version:010}.json"))
@@ -49,14 +200,15 @@ fn version_of(key: &str) -> Option<u64> {
     name.strip_prefix('v')?.strip_suffix(".json")?.parse().ok()
 }
 
-/// The latest schema this process knows, shared by every batch it runs.
+/// The latest schema this process knows, shared by every batch it runs, and
+/// the newest version whose summary file it knows to be in the lake.
 #[derive(Debug, Clone, Default)]
-pub struct SchemaCache(Arc<Mutex<Option<Arc<LakeSchema>>>>);
+pub struct SchemaCache(Arc<Mutex<Option<Arc<LakeSchema>>>>, Arc<AtomicU64>);
 
 impl SchemaCache {
     /// A cache that already holds `schema` (as if this process had read it).
     pub fn holding(schema: LakeSchema) -> SchemaCache {
-        SchemaCache(Arc::new(Mutex::new(Some(Arc::new(schema)))))
+        SchemaCache(Arc::new(Mutex::new(Some(Arc::new(schema)))), Arc::default())
     }
 
     fn get(&self) -> Option<Arc<LakeSchema>> {
@@ -220,6 +372,80 @@ mod tests {
             sink.list("p/_schemas/").await.expect("list"),
             ["p/_schemas/v0000000001.json"]
         );
+    }
+
+    /// The column names and schema version of the lake's summary file.
+    async fn summary(sink: &MemSink, prefix: &str) -> (Vec<String>, u64) {
+        let body = sink
+            .get(&common_metadata_key(prefix))
+            .await
+            .expect("get")
+            .expect("a summary file");
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&body)
+            .expect("a Parquet footer");
+        assert_eq!(meta.num_row_groups(), 0);
+        let names = meta
+            .file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        let version = common_metadata_version(sink, prefix).await.expect("read");
+        (names, version)
+    }
+
+    #[tokio::test]
+    async fn every_version_commit_writes_the_whole_lake_schema_as_the_summary_file() {
+        let sink = MemSink::default();
+        let cache = SchemaCache::default();
+        ensure(&sink, "p", &cache, &stats("t", "a", Cell::Int(1)))
+            .await
+            .expect("v1");
+        publish_summary(&sink, "p", &cache).await;
+        assert_eq!(summary(&sink, "p").await.1, 1);
+        ensure(&sink, "p", &cache, &stats("u:v", "b", Cell::Bool(true)))
+            .await
+            .expect("v2");
+        publish_summary(&sink, "p", &cache).await;
+        let (names, version) = summary(&sink, "p").await;
+        assert_eq!(version, 2);
+        assert_eq!(
+            names,
+            [
+                "event_uuid",
+                "event_name",
+                "created_at",
+                "created_datetime",
+                "payload_json",
+                "a",
+                "b",
+                "event_type",
+                "event_subtype",
+                "event_date"
+            ]
+        );
+        // a writer that raced and puts an older version's summary last: it
+        // sees the newer version and puts that one again
+        let v1 = read_version(&sink, "p", 1)
+            .await
+            .expect("read")
+            .expect("v1");
+        publish_common_metadata(&sink, "p", &v1).await;
+        assert_eq!(summary(&sink, "p").await.1, 2);
+        // a lake from before summary files gets one when a writer starts
+        let old = MemSink::default();
+        let body = serde_json::to_vec(&v1).expect("json");
+        old.put(&version_key("", 1), Bytes::from(body))
+            .await
+            .expect("put");
+        let cache = SchemaCache::default();
+        ensure(&old, "", &cache, &stats("t", "a", Cell::Int(2)))
+            .await
+            .expect("no new version");
+        publish_summary(&old, "", &cache).await;
+        assert_eq!(summary(&old, "").await.1, 1);
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 
 pub mod fs_sink;
 pub mod input;
+pub mod rebuild;
 pub mod redb_store;
 
 pub use fs_sink::FsSink;

@@ -17,8 +17,10 @@
 //! moved when opened.
 
 use foldhash::{HashMap, HashMapExt as _};
+use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Once};
 
 use redb::{
     Database, ReadableDatabase as _, ReadableTable as _, Table, TableDefinition, TableHandle as _,
@@ -51,6 +53,64 @@ pub fn default_path(lake: &Path) -> PathBuf {
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
+    path: PathBuf,
+    /// Set once the database was found damaged: it is not used again.
+    damaged: Arc<Mutex<Option<String>>>,
+}
+
+/// What to say about a damaged database at `path`: what is wrong and what to
+/// do (the lake's own files hold every claim, see `rebuild-state`).
+pub fn damaged_message(path: &Path, detail: &str) -> String {
+    let lake = path
+        .parent()
+        .and_then(Path::parent)
+        .map_or_else(|| "LAKE".to_string(), |l| l.display().to_string());
+    format!(
+        "the dedup store {} is damaged ({detail}); nothing more was written. Move it aside \
+         (mv {0} {0}.damaged) and run `kinesis-lake rebuild-state --lake {lake}` to rebuild \
+         the claims from the lake's files, then run the same ingest again",
+        path.display()
+    )
+}
+
+thread_local! {
+    /// Whether this thread is inside [`guarded`]: its panics are ours to report.
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (redb calls), turning a panic into an error with its message.
+/// redb panics on some damaged pages (`unreachable`) instead of returning
+/// `Corrupted`; the panic is not printed, as the error says it.
+fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.get() {
+                previous(info)
+            }
+        }));
+    });
+    let outer = GUARDED.replace(true);
+    let out = std::panic::catch_unwind(AssertUnwindSafe(f));
+    GUARDED.set(outer);
+    out.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic in redb");
+        format!("redb: {message}")
+    })
+}
+
+/// Whether a redb error says the file is damaged (rather than, say, full).
+fn is_corruption(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::Corrupted(_) => true,
+        redb::Error::Io(io) => io.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
+    }
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -261,22 +321,35 @@ fn convert_uuid_keys(txn: &WriteTransaction) -> Result<(), redb::Error> {
 
 impl RedbStore {
     /// Opens (or creates) the database file, converting a format 1 database.
-    /// Only one process may hold it.
+    /// Only one process may hold it. A damaged file is an error that says so
+    /// and what to do ([`damaged_message`]), never a panic.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| store_err("open", format!("cannot create {}: {e}", dir.display())))?;
         }
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => store_err(
-                "open",
-                format!(
-                    "{} is in use by another kinesis-lake process; wait for it to finish",
-                    path.display()
+        let damaged = |detail: &dyn std::fmt::Display| {
+            store_err("open", damaged_message(path, &detail.to_string()))
+        };
+        let db = guarded(|| Database::create(path))
+            .map_err(|p| damaged(&p))?
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => store_err(
+                    "open",
+                    format!(
+                        "{} is in use by another kinesis-lake process; wait for it to finish",
+                        path.display()
+                    ),
                 ),
-            ),
-            e => store_err("open", format!("{}: {e}", path.display())),
-        })?;
+                e => {
+                    let e: redb::Error = e.into();
+                    if is_corruption(&e) {
+                        damaged(&e)
+                    } else {
+                        store_err("open", format!("{}: {e}", path.display()))
+                    }
+                }
+            })?;
         // create the tables so that read-only lookups find them
         let setup = || -> Result<(), redb::Error> {
             let txn = db.begin_write()?;
@@ -286,8 +359,33 @@ impl RedbStore {
             txn.commit()?;
             Ok(())
         };
-        setup().map_err(|e| store_err("open", format!("{}: {e}", path.display())))?;
-        Ok(RedbStore { db: Arc::new(db) })
+        match guarded(setup) {
+            Err(p) => return Err(damaged(&p)),
+            Ok(Err(e)) if is_corruption(&e) => return Err(damaged(&e)),
+            Ok(Err(e)) => return Err(store_err("open", format!("{}: {e}", path.display()))),
+            Ok(Ok(())) => {}
+        }
+        Ok(RedbStore {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+            damaged: Arc::default(),
+        })
+    }
+
+    /// Why the database was found damaged while in use, if it was: the
+    /// message to stop with ([`damaged_message`]).
+    pub fn damage(&self) -> Option<String> {
+        self.damaged.lock().ok().and_then(|d| d.clone())
+    }
+
+    /// Runs redb calls on the database, unless it was found damaged; a
+    /// panic or a corruption error marks it damaged.
+    fn use_db<R>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&Database) -> Result<R, redb::Error>,
+    ) -> Result<R, StoreError> {
+        use_db(&self.db, &self.path, &self.damaged, operation, f)
     }
 
     /// The holder of a uuid, if claimed.
@@ -300,7 +398,7 @@ impl RedbStore {
             };
             holder_of(&txn.open_table(NAMES)?, v.value()).map(Some)
         };
-        read().map_err(|e| store_err("read", e))
+        self.use_db("read", |_| read())
     }
 
     /// Number of claims stored.
@@ -310,7 +408,7 @@ impl RedbStore {
             let txn = self.db.begin_read()?;
             Ok(txn.open_table(CLAIMS)?.len()? + txn.open_table(UUID_CLAIMS)?.len()?)
         };
-        count().map_err(|e| store_err("read", e))
+        self.use_db("read", |_| count())
     }
 
     /// Whether no claim is stored.
@@ -330,28 +428,56 @@ impl RedbStore {
         R: Send + 'static,
         F: FnOnce(&mut Tables<'_>) -> Result<Vec<R>, redb::Error> + Send + 'static,
     {
-        let db = self.db.clone();
-        let run = move || -> Result<Vec<R>, redb::Error> {
-            let started = std::time::Instant::now();
-            let txn = db.begin_write()?;
-            let out = f(&mut Tables::open(&txn)?)?;
-            let worked = started.elapsed();
-            txn.commit()?;
-            tracing::debug!(
-                operation,
-                records = n,
-                work_ms = worked.as_secs_f64() * 1e3,
-                commit_ms = (started.elapsed() - worked).as_secs_f64() * 1e3,
-                "dedup store transaction"
-            );
-            Ok(out)
+        let (db, path, damaged) = (self.db.clone(), self.path.clone(), self.damaged.clone());
+        let run = move || {
+            use_db(&db, &path, &damaged, operation, |db| {
+                let started = std::time::Instant::now();
+                let txn = db.begin_write()?;
+                let out = f(&mut Tables::open(&txn)?)?;
+                let worked = started.elapsed();
+                txn.commit()?;
+                tracing::debug!(
+                    operation,
+                    records = n,
+                    work_ms = worked.as_secs_f64() * 1e3,
+                    commit_ms = (started.elapsed() - worked).as_secs_f64() * 1e3,
+                    "dedup store transaction"
+                );
+                Ok(out)
+            })
         };
         match tokio::task::spawn_blocking(run).await {
             Ok(Ok(v)) => v.into_iter().map(Ok).collect(),
-            Ok(Err(e)) => (0..n).map(|_| Err(store_err(operation, &e))).collect(),
+            Ok(Err(e)) => (0..n)
+                .map(|_| Err(store_err(e.operation, &e.message)))
+                .collect(),
             Err(e) => (0..n).map(|_| Err(store_err(operation, &e))).collect(),
         }
     }
+}
+
+/// [`RedbStore::use_db`] for a database handle moved to another thread.
+fn use_db<R>(
+    db: &Database,
+    path: &Path,
+    damaged: &Mutex<Option<String>>,
+    operation: &'static str,
+    f: impl FnOnce(&Database) -> Result<R, redb::Error>,
+) -> Result<R, StoreError> {
+    if let Some(message) = damaged.lock().ok().and_then(|d| d.clone()) {
+        return Err(store_err(operation, message));
+    }
+    let detail = match guarded(|| f(db)) {
+        Ok(Ok(v)) => return Ok(v),
+        Ok(Err(e)) if !is_corruption(&e) => return Err(store_err(operation, e)),
+        Ok(Err(e)) => e.to_string(),
+        Err(panic) => panic,
+    };
+    let message = damaged_message(path, &detail);
+    if let Ok(mut d) = damaged.lock() {
+        d.get_or_insert_with(|| message.clone());
+    }
+    Err(store_err(operation, message))
 }
 
 impl DedupStore for RedbStore {
@@ -718,6 +844,37 @@ mod tests {
                 (c.owner, c.object_key)
             );
         }
+    }
+
+    #[tokio::test]
+    async fn damage_found_in_use_stops_every_later_call_with_what_to_do() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = default_path(dir.path());
+        let s = RedbStore::open(&path).expect("open");
+        // a panic inside redb (as on some damaged pages) is an error of ours
+        let err = s
+            .use_db("claim", |_| -> Result<(), redb::Error> {
+                panic!("internal error: entered unreachable code")
+            })
+            .expect_err("damaged");
+        assert!(err.message.contains("is damaged"), "{err}");
+        assert!(err.message.contains("unreachable code"), "{err}");
+        assert!(err.message.contains("rebuild-state --lake"), "{err}");
+        assert!(s.damage().is_some());
+        // the database is not touched again
+        let r = s.claim(&[claim("u", "o", "k")], 1).await;
+        assert!(matches!(&r[0], Err(e) if e.message.contains("is damaged")));
+        // a corruption error marks it the same way; other errors do not
+        let fresh = tempfile::tempdir().expect("tempdir");
+        let t = RedbStore::open(&default_path(fresh.path())).expect("open");
+        let full = t.use_db("claim", |_| -> Result<(), redb::Error> {
+            Err(redb::Error::ValueTooLarge(1))
+        });
+        assert!(full.is_err() && t.damage().is_none());
+        let bad = t.use_db("claim", |_| -> Result<(), redb::Error> {
+            Err(redb::Error::Corrupted("bad page".into()))
+        });
+        assert!(bad.is_err() && t.damage().is_some_and(|d| d.contains("bad page")));
     }
 
     #[test]

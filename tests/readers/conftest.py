@@ -36,6 +36,16 @@ def ingest(lake: pathlib.Path, *inputs: pathlib.Path) -> None:
     )
 
 
+def ingest_one_by_one(lake: pathlib.Path, events, work: pathlib.Path) -> None:
+    """Each event ingested by a run of its own: each run stages its event and
+    publishes it (a generation of the window of its own), so the lake schema
+    evolves run by run and each run writes its own files."""
+    for i, e in enumerate(events):
+        src = work / f"event-{i:03}.ndjson"
+        src.write_text(json.dumps(e) + "\n")
+        ingest(lake, src)
+
+
 @pytest.fixture(scope="session")
 def fixture_lake(tmp_path_factory) -> pathlib.Path:
     """A lake from the small fixtures: hostile names, null subtypes, mixed types."""
@@ -46,12 +56,13 @@ def fixture_lake(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def demo_lake(tmp_path_factory) -> pathlib.Path:
-    """A lake from the 20,000-event demo file, in several batches (several files per
-    partition), with the `auto` codec: files that mix zstd and snappy chunks."""
+    """A lake from the 20,000-event demo file, in several batches written at once
+    (`--window 0`: several files per partition), with the `auto` codec: files
+    that mix zstd and snappy chunks."""
     lake = tmp_path_factory.mktemp("demo") / "lake"
     subprocess.run(
         [str(cli_binary()), "ingest", "--lake", str(lake), "--batch-records", "5000",
-         "--compression", "auto", "--json",
+         "--window", "0", "--compression", "auto", "--json",
          str(FIXTURES / "demo-events.ndjson.gz")],
         check=True, capture_output=True,
     )
@@ -73,17 +84,12 @@ DRIFT_EVENTS = [
 
 @pytest.fixture(scope="session")
 def drift_lake(tmp_path_factory) -> pathlib.Path:
-    """A lake whose fields change type from batch to batch (one record per batch):
-    the case that breaks Spark and Athena on lakes whose files are typed one by one."""
-    import json
+    """A lake whose fields change type from run to run (one event per run, each
+    published on its own): the case that breaks Spark and Athena on lakes whose
+    files are typed one by one."""
     work = tmp_path_factory.mktemp("drift")
-    src = work / "drift.ndjson"
-    src.write_text("".join(json.dumps(e) + "\n" for e in DRIFT_EVENTS))
     lake = work / "lake"
-    subprocess.run(
-        [str(cli_binary()), "ingest", "--lake", str(lake), "--batch-records", "1", "--json", str(src)],
-        check=True, capture_output=True,
-    )
+    ingest_one_by_one(lake, DRIFT_EVENTS, work)
     return lake
 
 

@@ -212,13 +212,15 @@ impl Lake {
     }
 
     /// The keys of the lake's files (data, dead letters and staging objects;
-    /// not the schema versions under `_schemas/` nor the publisher's records
-    /// under `_publish/`), sorted.
+    /// not the schema versions under `_schemas/`, the `_common_metadata`
+    /// summary of the schema, nor the publisher's records under `_publish/`),
+    /// sorted.
     pub async fn keys(&self) -> Vec<String> {
         let schemas = format!("{}/_schemas/", self.prefix);
         let records = format!("{}/_publish/", self.prefix);
+        let summary = format!("{}/_common_metadata", self.prefix);
         let mut keys = self.all_keys().await;
-        keys.retain(|k| !k.starts_with(&schemas) && !k.starts_with(&records));
+        keys.retain(|k| !k.starts_with(&schemas) && !k.starts_with(&records) && *k != summary);
         keys
     }
 
