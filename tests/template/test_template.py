@@ -137,7 +137,40 @@ def event_source_mapping(tpl: dict) -> dict:
 
 
 def the_function(tpl: dict) -> tuple[str, dict]:
-    return only_resource(tpl, "AWS::Serverless::Function")
+    """The consumer: the function the Kinesis event source mapping invokes."""
+    target = event_source_mapping(tpl)["FunctionName"]
+    fns = resources(tpl, "AWS::Serverless::Function")
+    found = [(fid, fn) for fid, fn in fns.items() if is_ref_to(target, fid)]
+    assert len(found) == 1, f"the mapping must invoke a function of this stack, not {target}"
+    return found[0]
+
+
+def role_of(tpl: dict, fn: dict) -> str:
+    role_id, attr = props(fn)["Role"]["Fn::GetAtt"]
+    assert attr == "Arn" and tpl["Resources"][role_id]["Type"] == "AWS::IAM::Role"
+    return role_id
+
+
+def granted_actions(tpl: dict, role_id: str) -> dict[str, list]:
+    """Action -> the Allow statements of the role's inline policies granting it."""
+    granted: dict[str, list] = {}
+    for lid, st in policy_statements(tpl):
+        if lid == role_id and st["Effect"] == "Allow":
+            for action in as_list(st["Action"]):
+                granted.setdefault(action, []).append(st)
+    return granted
+
+
+def alarms_on(tpl: dict, fid: str) -> dict[tuple[str, str], dict]:
+    """(Namespace, MetricName) -> the properties of the alarm on function `fid`."""
+    found: dict[tuple[str, str], dict] = {}
+    for a in resources(tpl, "AWS::CloudWatch::Alarm").values():
+        p = props(a)
+        if {"Name": "FunctionName", "Value": {"Ref": fid}} in p.get("Dimensions", []):
+            key = (p["Namespace"], p["MetricName"])
+            assert key not in found, f"two alarms on {key} of {fid}"
+            found[key] = p
+    return found
 
 
 def condition_is_lake_prefix_nonempty(tpl: dict, name: str) -> bool:
@@ -415,8 +448,7 @@ def test_glue_events_table_format_and_columns(tpl: dict) -> None:
 
 def test_alarms(tpl: dict) -> None:
     fid, _ = the_function(tpl)
-    alarms = resources(tpl, "AWS::CloudWatch::Alarm").values()
-    by_metric = {(props(a)["Namespace"], props(a)["MetricName"]): props(a) for a in alarms}
+    by_metric = alarms_on(tpl, fid)
     for key in (
         ("AWS/Lambda", "IteratorAge"),
         ("AWS/Lambda", "Errors"),
@@ -504,13 +536,8 @@ def test_no_broad_managed_policies_or_sam_policy_templates(tpl: dict) -> None:
 
 def test_role_grants_what_the_function_needs(tpl: dict) -> None:
     fid, fn = the_function(tpl)
-    role_id, attr = props(fn)["Role"]["Fn::GetAtt"]
-    assert attr == "Arn" and tpl["Resources"][role_id]["Type"] == "AWS::IAM::Role"
-    granted: dict[str, list] = {}
-    for lid, st in policy_statements(tpl):
-        if lid == role_id and st["Effect"] == "Allow":
-            for action in as_list(st["Action"]):
-                granted.setdefault(action, []).append(st)
+    role_id = role_of(tpl, fn)
+    granted = granted_actions(tpl, role_id)
     needed = [
         "kinesis:GetRecords",
         "kinesis:GetShardIterator",
