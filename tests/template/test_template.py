@@ -137,7 +137,68 @@ def event_source_mapping(tpl: dict) -> dict:
 
 
 def the_function(tpl: dict) -> tuple[str, dict]:
-    return only_resource(tpl, "AWS::Serverless::Function")
+    """The consumer: the function the Kinesis event source mapping invokes."""
+    target = event_source_mapping(tpl)["FunctionName"]
+    fns = resources(tpl, "AWS::Serverless::Function")
+    found = [(fid, fn) for fid, fn in fns.items() if is_ref_to(target, fid)]
+    assert len(found) == 1, f"the mapping must invoke a function of this stack, not {target}"
+    return found[0]
+
+
+def the_publisher(tpl: dict) -> tuple[str, dict]:
+    """The publisher: the function run with LAKE_FUNCTION=publish."""
+    found = [
+        (fid, fn)
+        for fid, fn in resources(tpl, "AWS::Serverless::Function").items()
+        if props(fn).get("Environment", {}).get("Variables", {}).get("LAKE_FUNCTION") == "publish"
+    ]
+    assert len(found) == 1, f"expected exactly one function with LAKE_FUNCTION=publish, found {[f for f, _ in found]}"
+    return found[0]
+
+
+def role_of(tpl: dict, fn: dict) -> str:
+    role_id, attr = props(fn)["Role"]["Fn::GetAtt"]
+    assert attr == "Arn" and tpl["Resources"][role_id]["Type"] == "AWS::IAM::Role"
+    return role_id
+
+
+def granted_actions(tpl: dict, role_id: str) -> dict[str, list]:
+    """Action -> the Allow statements of the role's inline policies granting it."""
+    granted: dict[str, list] = {}
+    for lid, st in policy_statements(tpl):
+        if lid == role_id and st["Effect"] == "Allow":
+            for action in as_list(st["Action"]):
+                granted.setdefault(action, []).append(st)
+    return granted
+
+
+def lake_object_arn(tpl: dict, resource: Any) -> str:
+    """The "<LakePrefix>/..." part of a publisher ARN of the form
+    Sub ["${Bucket.Arn}/${Dir}<path>", {Dir: If [HasLakePrefix, "<prefix>/", ""]}],
+    as "${Dir}<path>", after checking Dir follows the LAKE_PREFIX contract."""
+    bucket_id, _ = only_resource(tpl, "AWS::S3::Bucket")
+    sub = resource["Fn::Sub"]
+    assert isinstance(sub, list), resource
+    text, variables = sub
+    assert variables == {"Dir": {"Fn::If": ["HasLakePrefix", {"Fn::Sub": "${LakePrefix}/"}, ""]}}, variables
+    head = f"${{{bucket_id}.Arn}}/"
+    assert text.startswith(head + "${Dir}"), text
+    return text[len(head):]
+
+
+ALARM_TOPIC = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
+
+
+def alarms_on(tpl: dict, fid: str) -> dict[tuple[str, str], dict]:
+    """(Namespace, MetricName) -> the properties of the alarm on function `fid`."""
+    found: dict[tuple[str, str], dict] = {}
+    for a in resources(tpl, "AWS::CloudWatch::Alarm").values():
+        p = props(a)
+        if {"Name": "FunctionName", "Value": {"Ref": fid}} in p.get("Dimensions", []):
+            key = (p["Namespace"], p["MetricName"])
+            assert key not in found, f"two alarms on {key} of {fid}"
+            found[key] = p
+    return found
 
 
 def condition_is_lake_prefix_nonempty(tpl: dict, name: str) -> bool:
@@ -184,6 +245,27 @@ def test_function_environment(tpl: dict) -> None:
         assert optional in env, f"{optional} should be set explicitly"
     ttl, _ = param_or_literal(tpl, env["DEDUP_TTL_HOURS"])
     assert int(ttl) == 168
+    assert is_ref_to(env["PUBLISH_WINDOW_SECONDS"], "PublishWindowSeconds")
+    assert is_ref_to(env["LAKE_PAYLOAD_JSON"], "PayloadJson")
+    assert "LAKE_FUNCTION" not in env or env["LAKE_FUNCTION"] == "consume"
+
+
+def test_publish_window_takes_what_the_function_accepts(tpl: dict) -> None:
+    """PUBLISH_WINDOW_SECONDS: 0 (no staging) or 60 to 900, default 300; a bad
+    value fails the deployment rather than every cold start."""
+    p = tpl["Parameters"]["PublishWindowSeconds"]
+    assert p["Type"] == "Number"
+    assert int(p["Default"]) == 300
+    allowed = [int(v) for v in p["AllowedValues"]]
+    assert 0 in allowed and 300 in allowed
+    assert all(v == 0 or 60 <= v <= 900 for v in allowed), allowed
+    assert "0 disables staging" in p["Description"]
+
+
+def test_payload_json_takes_what_the_function_accepts(tpl: dict) -> None:
+    p = tpl["Parameters"]["PayloadJson"]
+    assert p["Default"] == "0"
+    assert set(p["AllowedValues"]) <= {"0", "1", "true", "false"}
 
 
 def test_lake_prefix_contract(tpl: dict) -> None:
@@ -415,8 +497,7 @@ def test_glue_events_table_format_and_columns(tpl: dict) -> None:
 
 def test_alarms(tpl: dict) -> None:
     fid, _ = the_function(tpl)
-    alarms = resources(tpl, "AWS::CloudWatch::Alarm").values()
-    by_metric = {(props(a)["Namespace"], props(a)["MetricName"]): props(a) for a in alarms}
+    by_metric = alarms_on(tpl, fid)
     for key in (
         ("AWS/Lambda", "IteratorAge"),
         ("AWS/Lambda", "Errors"),
@@ -429,6 +510,184 @@ def test_alarms(tpl: dict) -> None:
         assert a.get("AlarmActions"), f"alarm on {key} notifies nobody"
     threshold, _ = param_or_literal(tpl, by_metric[("AWS/Lambda", "IteratorAge")]["Threshold"])
     assert int(threshold) == 60000
+
+
+# --------------------------------------------------------------------------
+# Publisher: the same binary with LAKE_FUNCTION=publish, on a schedule
+# --------------------------------------------------------------------------
+
+
+def test_publisher_is_the_consumers_binary(tpl: dict) -> None:
+    _, consumer = the_function(tpl)
+    pid, publisher = the_publisher(tpl)
+    assert publisher["Metadata"] == consumer["Metadata"]
+    for key in ("Runtime", "Architectures", "Handler", "CodeUri"):
+        assert props(publisher)[key] == props(consumer)[key], key
+
+
+def test_publisher_environment(tpl: dict) -> None:
+    _, consumer = the_function(tpl)
+    _, publisher = the_publisher(tpl)
+    cenv = props(consumer)["Environment"]["Variables"]
+    env = props(publisher)["Environment"]["Variables"]
+    assert env["LAKE_FUNCTION"] == "publish"
+    # The same lake, window and Parquet options as the consumer.
+    for same in ("LAKE_BUCKET", "LAKE_PREFIX", "PUBLISH_WINDOW_SECONDS", "LAKE_COMPRESSION", "LAKE_PAYLOAD_JSON",
+                 "RUST_LOG"):
+        assert env[same] == cenv[same], same
+    assert is_ref_to(env["PUBLISH_WINDOW_SECONDS"], "PublishWindowSeconds")
+    target, target_param = param_or_literal(tpl, env["PUBLISH_TARGET_FILE_MIB"])
+    assert target_param is not None and int(target) == 128
+    assert 0 <= int(env["PUBLISH_GRACE_SECONDS"]) <= 900
+    # It reads and writes the lake only.
+    assert not {"DEDUP_TABLE", "DEDUP_TTL_HOURS"} & set(env)
+
+
+def test_publisher_memory_timeout_and_retries(tpl: dict) -> None:
+    _, publisher = the_publisher(tpl)
+    p = props(publisher)
+    mem, mem_param = param_or_literal(tpl, p["MemorySize"])
+    assert mem_param is not None and int(mem) == 2048
+    assert int(p["Timeout"]) == 900
+    # A failed run is resumed by the next scheduled one, not retried by Lambda.
+    assert int(p["EventInvokeConfig"]["MaximumRetryAttempts"]) == 0
+    # Its own log group, in the EMF-friendly text format.
+    log_group = p["LoggingConfig"]["LogGroup"]
+    _, consumer = the_function(tpl)
+    assert log_group != props(consumer)["LoggingConfig"]["LogGroup"]
+    assert tpl["Resources"][log_group["Ref"]]["Type"] == "AWS::Logs::LogGroup"
+    assert p["LoggingConfig"]["LogFormat"] == "Text"
+
+
+def test_publisher_runs_on_a_schedule(tpl: dict) -> None:
+    _, consumer = the_function(tpl)
+    _, publisher = the_publisher(tpl)
+    events = props(publisher).get("Events", {})
+    schedules = [e for e in events.values() if e.get("Type") in ("Schedule", "ScheduleV2")]
+    assert len(schedules) == 1, events
+    (schedule,) = schedules
+    sp = schedule["Properties"]
+    expression = sp["Schedule"] if schedule["Type"] == "Schedule" else sp["ScheduleExpression"]
+    value, param = param_or_literal(tpl, expression)
+    assert param is not None and value == "rate(1 minute)"
+    assert re.fullmatch(param["AllowedPattern"], "rate(1 minute)")
+    assert re.fullmatch(param["AllowedPattern"], "cron(0/5 * * * ? *)")
+    assert not re.fullmatch(param["AllowedPattern"], "every minute")
+    # No retries: the next run resumes.
+    assert int(sp["RetryPolicy"]["MaximumRetryAttempts"]) == 0
+    # Its event must not publish open windows (that is for a manual invoke).
+    assert "publish_open_windows" not in sp.get("Input", "")
+    # Nothing else is scheduled: the consumer is driven by the stream only,
+    # and no stand-alone rule or schedule invokes anything.
+    assert all(e.get("Type") not in ("Schedule", "ScheduleV2") for e in props(consumer).get("Events", {}).values())
+    assert not resources(tpl, "AWS::Events::Rule") and not resources(tpl, "AWS::Scheduler::Schedule")
+
+
+def test_publisher_exists_without_staging_too(tpl: dict) -> None:
+    """Not conditional on PublishWindowSeconds: after a switch to 0 it still
+    publishes the windows staged before."""
+    pid, publisher = the_publisher(tpl)
+    role_id = role_of(tpl, publisher)
+    assert "Condition" not in publisher and "Condition" not in tpl["Resources"][role_id]
+    for a in resources(tpl, "AWS::CloudWatch::Alarm").values():
+        assert "Condition" not in a
+
+
+def test_publisher_role_is_its_own_and_least_privilege(tpl: dict) -> None:
+    _, consumer = the_function(tpl)
+    pid, publisher = the_publisher(tpl)
+    role_id = role_of(tpl, publisher)
+    assert role_id != role_of(tpl, consumer), "the publisher needs a role of its own"
+    granted = granted_actions(tpl, role_id)
+    # No dedup table, no stream, no queue, no deletes (the lifecycle rule
+    # expires the staging objects).
+    for action in granted:
+        assert not action.startswith(("dynamodb:", "kinesis:", "sqs:")), f"publisher role grants {action}"
+    assert set(granted) == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListBucket",
+    }, sorted(granted)
+
+    def object_paths(action: str) -> set[str]:
+        return {lake_object_arn(tpl, r) for st in granted[action] for r in as_list(st["Resource"])}
+
+    assert object_paths("s3:PutObject") == {
+        "${Dir}event_type=*",
+        "${Dir}_errors/*",
+        "${Dir}_publish/*",
+        "${Dir}_schemas/*",
+    }
+    assert object_paths("s3:GetObject") == {"${Dir}_staging/*", "${Dir}_publish/*", "${Dir}_schemas/*"}
+
+    # Listing: the lake root (start-up check) and the folders it reads, the
+    # same condition style as the consumer's.
+    bucket_id, _ = only_resource(tpl, "AWS::S3::Bucket")
+    for st in granted["s3:ListBucket"]:
+        assert is_getatt(st["Resource"], bucket_id, "Arn")
+        cond = st["Condition"]["Fn::If"]
+        assert condition_is_lake_prefix_nonempty(tpl, cond[0])
+        assert cond[1]["StringLike"]["s3:prefix"] == [
+            {"Fn::Sub": "${LakePrefix}/"},
+            {"Fn::Sub": "${LakePrefix}/_staging/*"},
+            {"Fn::Sub": "${LakePrefix}/_publish/*"},
+            {"Fn::Sub": "${LakePrefix}/_schemas/*"},
+        ]
+        assert cond[2] == {"Ref": "AWS::NoValue"}
+
+    # Logs: its own log group only.
+    log_group = props(publisher)["LoggingConfig"]["LogGroup"]["Ref"]
+    for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+        for st in granted[action]:
+            assert as_list(st["Resource"]) == [{"Fn::GetAtt": [log_group, "Arn"]}]
+
+
+def test_staging_expires(tpl: dict) -> None:
+    _, bucket = only_resource(tpl, "AWS::S3::Bucket")
+    rules = props(bucket)["LifecycleConfiguration"]["Rules"]
+    staging = [r for r in rules if any("_staging/" in s for s in strings_in(r.get("Prefix", "")))]
+    assert len(staging) == 1, rules
+    (rule,) = staging
+    assert rule["Status"] == "Enabled"
+    assert rule["Prefix"] == {"Fn::If": ["HasLakePrefix", {"Fn::Sub": "${LakePrefix}/_staging/"}, "_staging/"]}
+    days, days_param = param_or_literal(tpl, rule["ExpirationInDays"])
+    assert days_param is not None and int(days) == 7
+
+
+def test_publisher_alarms(tpl: dict) -> None:
+    pid, _ = the_publisher(tpl)
+    by_metric = alarms_on(tpl, pid)
+
+    oldest = by_metric[("KinesisLake", "OldestUnpublishedWindowAgeS")]
+    assert oldest["Statistic"] == "Maximum"
+    assert int(oldest["Period"]) == 60
+    assert oldest["ComparisonOperator"] == "GreaterThanThreshold"
+    threshold, threshold_param = param_or_literal(tpl, oldest["Threshold"])
+    assert threshold_param is not None and int(threshold) == 900
+    # A publisher that does not run emits nothing: that must alarm too.
+    assert oldest["TreatMissingData"] == "breaching"
+    # ... but not while one run (up to its timeout) is still going.
+    _, publisher = the_publisher(tpl)
+    assert int(oldest["Period"]) * int(oldest.get("DatapointsToAlarm", oldest["EvaluationPeriods"])) >= int(
+        props(publisher)["Timeout"]
+    )
+
+    errors = by_metric[("AWS/Lambda", "Errors")]
+    assert errors["Statistic"] == "Sum"
+    assert int(errors["Threshold"]) == 1
+    assert errors["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert errors["TreatMissingData"] == "notBreaching"
+
+    for a in (oldest, errors):
+        assert a["AlarmActions"] == [ALARM_TOPIC]
+        assert a["OKActions"] == [ALARM_TOPIC]
+
+
+def test_all_alarms_notify_the_alarm_topic(tpl: dict) -> None:
+    for lid, a in resources(tpl, "AWS::CloudWatch::Alarm").items():
+        assert props(a)["AlarmActions"] == [ALARM_TOPIC], lid
 
 
 # --------------------------------------------------------------------------
@@ -503,14 +762,12 @@ def test_no_broad_managed_policies_or_sam_policy_templates(tpl: dict) -> None:
 
 
 def test_role_grants_what_the_function_needs(tpl: dict) -> None:
+    """The consumer's role. Its objects statement (everything under
+    "<LakePrefix>/") also covers staging: PutObject/GetObject on _staging/,
+    GetObject on the _publish/ records, and listing both."""
     fid, fn = the_function(tpl)
-    role_id, attr = props(fn)["Role"]["Fn::GetAtt"]
-    assert attr == "Arn" and tpl["Resources"][role_id]["Type"] == "AWS::IAM::Role"
-    granted: dict[str, list] = {}
-    for lid, st in policy_statements(tpl):
-        if lid == role_id and st["Effect"] == "Allow":
-            for action in as_list(st["Action"]):
-                granted.setdefault(action, []).append(st)
+    role_id = role_of(tpl, fn)
+    granted = granted_actions(tpl, role_id)
     needed = [
         "kinesis:GetRecords",
         "kinesis:GetShardIterator",
@@ -570,10 +827,13 @@ def test_outputs(tpl: dict) -> None:
         "GlueDatabaseName",
         "GlueTableName",
         "FunctionName",
+        "PublisherFunctionName",
         "FailureQueueUrl",
         "ExampleAthenaQuery",
     ):
         assert name in outputs, name
+    pid, _ = the_publisher(tpl)
+    assert is_ref_to(outputs["PublisherFunctionName"]["Value"], pid)
     query = "".join(strings_in(outputs["ExampleAthenaQuery"]["Value"]))
     assert "event_type='payment'" in query and "event_subtype='order'" in query
 
