@@ -119,9 +119,10 @@ pub async fn publish_invoke<O: ObjectSink>(
     function_name: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> PublishInvoked {
-    let result = publish(&Deadline::new(sink, deadline), cfg, which, now)
-        .await
-        .map_err(|e| e.to_string());
+    let (published, result) = match publish(&Deadline::new(sink, deadline), cfg, which, now).await {
+        Ok(p) => (p.clone(), Ok(p)),
+        Err(stopped) => (stopped.published, Err(stopped.error.to_string())),
+    };
     match &result {
         Ok(p) => tracing::info!(
             windows = p.windows,
@@ -133,11 +134,16 @@ pub async fn publish_invoke<O: ObjectSink>(
             oldest_unpublished = p.oldest_unpublished.as_deref().unwrap_or(""),
             "publish done"
         ),
-        Err(e) => tracing::error!(error = %e, "publish stopped; the next run resumes it"),
+        Err(e) => tracing::error!(
+            error = %e,
+            stopped_at = published.oldest_unpublished.as_deref().unwrap_or(""),
+            "publish stopped; the next run resumes it"
+        ),
     }
+    // a stopped run still reports what it did and the window it waits on
     let metrics = emf_publish(
         function_name,
-        result.as_ref().ok(),
+        Some(&published),
         result.is_err(),
         chrono::Utc::now().timestamp_millis(),
     );

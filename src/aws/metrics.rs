@@ -27,7 +27,8 @@ pub struct Invocation<'a> {
 
 /// The EMF object of one publisher run (serialise it as one line):
 /// what it published, whether it failed, and the age of the oldest window
-/// still waiting (0 when none is: the alarm's input).
+/// still waiting: an open one, or the closed one a failed run stopped at
+/// (0 when none waits: the alarm's input).
 pub fn emf_publish(
     function_name: &str,
     published: Option<&Published>,

@@ -39,7 +39,7 @@ use crate::core::schema::{BatchStats, table_name};
 use crate::core::sink::{ObjectSink, SinkError};
 use crate::core::staging::{Header, StagingError, read_header, section_bytes, section_events};
 use crate::core::window::{
-    STAGING_DIR, STAGING_SUFFIX, Window, done_key, final_folder, final_key, plan_key,
+    PUBLISH_DIR, STAGING_DIR, STAGING_SUFFIX, Window, done_key, final_folder, final_key, plan_key,
     publish_folder, published_file_name, record_of_key, staging_folder, window_of_final_key,
     window_of_folder, window_of_staging_key,
 };
@@ -178,7 +178,7 @@ pub struct PublishedFile {
 /// What a publisher run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Published {
-    /// Windows looked at.
+    /// Windows of which this run published a generation.
     pub windows: u64,
     /// Generations published by this run.
     pub generations: u64,
@@ -194,8 +194,8 @@ pub struct Published {
     pub files: u64,
     /// Bytes of Parquet written.
     pub bytes: u64,
-    /// The oldest window with staged events not yet published, after this
-    /// run (its id), if any.
+    /// The oldest window with staged events not yet published after this
+    /// run (its id): an open one, or the one a stopped run stopped at.
     pub oldest_unpublished: Option<String>,
     /// Its age in seconds (now minus the window's end).
     pub oldest_unpublished_age_s: Option<i64>,
@@ -212,6 +212,18 @@ pub enum Which {
     Everything,
 }
 
+/// A publisher run that stopped: what it published before, with the window
+/// it stopped at as the oldest unpublished one, and why. The next run
+/// resumes there.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Stopped {
+    /// What the run did before it stopped.
+    pub published: Published,
+    /// Why it stopped.
+    pub error: PublishError,
+}
+
 /// Publishes the windows that `which` selects, oldest first. Stops at the
 /// first window that fails (later ones wait for it: arrival order).
 pub async fn publish<O: ObjectSink>(
@@ -219,41 +231,83 @@ pub async fn publish<O: ObjectSink>(
     cfg: &PublishConfig,
     which: Which,
     now: DateTime<Utc>,
-) -> Result<Published, PublishError> {
+) -> Result<Published, Stopped> {
+    let mut out = Published::default();
+    let windows = match windows_to_visit(sink, cfg).await {
+        Ok(w) => w,
+        Err(error) => {
+            return Err(Stopped {
+                published: out,
+                error,
+            });
+        }
+    };
     let now_s = now.timestamp();
+    for (w, start) in windows {
+        let end = start + i64::from(cfg.window_secs);
+        let visited = if which == Which::Closed && now_s < end + i64::from(cfg.grace_secs) {
+            // open: it and every later window wait
+            note_unpublished(&mut out, sink, cfg, &w, end, now_s).await
+        } else {
+            publish_closed(sink, cfg, &w, end, now, &mut out).await
+        };
+        if let Err(error) = visited {
+            if out.oldest_unpublished.as_deref().is_none_or(|o| *o > *w) {
+                out.oldest_unpublished = Some(w.clone());
+                out.oldest_unpublished_age_s = Some((now_s - end).max(0));
+            }
+            return Err(Stopped {
+                published: out,
+                error,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The windows with a staging folder that are not final yet, oldest first,
+/// with their starts.
+async fn windows_to_visit<O: ObjectSink>(
+    sink: &O,
+    cfg: &PublishConfig,
+) -> Result<Vec<(String, i64)>, PublishError> {
     let finals: HashSet<String> = sink
         .list(&final_folder(&cfg.prefix))
         .await?
         .iter()
         .filter_map(|k| window_of_final_key(k).map(str::to_string))
         .collect();
-    let windows: Vec<String> = sink
+    Ok(sink
         .list_folders(&join_prefix(&cfg.prefix, &format!("{STAGING_DIR}/")))
         .await?
         .iter()
         .filter_map(|f| window_of_folder(f).map(str::to_string))
         .filter(|w| !finals.contains(w))
-        .collect();
-    let mut out = Published::default();
-    for w in windows {
-        let Some(start) = Window::start_of_id(&w) else {
-            continue;
-        };
-        let end = start + i64::from(cfg.window_secs);
-        if which == Which::Closed && now_s < end + i64::from(cfg.grace_secs) {
-            // open: it and every later window wait
-            note_unpublished(&mut out, sink, cfg, &w, end, now_s).await?;
-            continue;
-        }
+        .filter_map(|w| Window::start_of_id(&w).map(|s| (w, s)))
+        .collect())
+}
+
+/// Publishes a closed window's due generations, and marks it final once no
+/// writer can still stage into it.
+async fn publish_closed<O: ObjectSink>(
+    sink: &O,
+    cfg: &PublishConfig,
+    w: &str,
+    end: i64,
+    now: DateTime<Utc>,
+    out: &mut Published,
+) -> Result<(), PublishError> {
+    let before = out.generations;
+    publish_window(sink, cfg, w, now, out).await?;
+    if out.generations > before {
         out.windows += 1;
-        publish_window(sink, cfg, &w, now, &mut out).await?;
-        if now_s >= end + cfg.lease_secs {
-            // no writer can still stage into it: skip it from now on
-            sink.put(&final_key(&cfg.prefix, &w), Bytes::from_static(b"{}\n"))
-                .await?;
-        }
     }
-    Ok(out)
+    if now.timestamp() >= end + cfg.lease_secs {
+        // no writer can still stage into it: skip it from now on
+        sink.put(&final_key(&cfg.prefix, w), Bytes::from_static(b"{}\n"))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Records `w` as the oldest unpublished window if it holds staged events.
@@ -563,16 +617,23 @@ async fn published_uuids<O: ObjectSink>(
 ) -> Result<HashSet<String>, PublishError> {
     let mut sources: Vec<(String, u32)> = earlier.iter().map(|&g| (w.to_string(), g)).collect();
     if let Some(start) = Window::start_of_id(w) {
-        let secs = i64::from(cfg.window_secs.max(1));
-        let mut back = start - secs;
-        while back >= start - cfg.lookback_secs {
-            let id = Window::containing(back, cfg.window_secs).id();
-            for key in sink.list(&publish_folder(&cfg.prefix, &id)).await? {
+        // the published windows that start within the look-back: one
+        // listing, whatever the window length
+        let folders = sink
+            .list_folders(&join_prefix(&cfg.prefix, &format!("{PUBLISH_DIR}/")))
+            .await?;
+        for id in folders.iter().filter_map(|f| window_of_folder(f)) {
+            let Some(s) = Window::start_of_id(id) else {
+                continue;
+            };
+            if s >= start || s < start - cfg.lookback_secs {
+                continue;
+            }
+            for key in sink.list(&publish_folder(&cfg.prefix, id)).await? {
                 if let Some((g, false)) = record_of_key(&key) {
-                    sources.push((id.clone(), g));
+                    sources.push((id.to_string(), g));
                 }
             }
-            back -= secs;
         }
     }
     let mut seen = HashSet::new();
@@ -921,11 +982,16 @@ mod tests {
         let batch = records("/a", &[("u1", "a:x"), ("u2", "b:y"), ("u3", "c:z")]);
         run_batch(&batch, &store, &sink, &staged_cfg(), at(T0)).await;
         sink.fail_puts(&["event_type=b/"]);
-        assert!(
-            publish(&sink, &pub_cfg(), Which::Closed, at(T0 + 400))
-                .await
-                .is_err()
+        let stopped = publish(&sink, &pub_cfg(), Which::Closed, at(T0 + 400))
+            .await
+            .expect_err("a put failed");
+        // the metrics of a stopped run name the window it waits on, and its age
+        assert_eq!(
+            stopped.published.oldest_unpublished.as_deref(),
+            Some("20240317T101500Z")
         );
+        assert_eq!(stopped.published.oldest_unpublished_age_s, Some(100));
+        assert_eq!(stopped.published.windows, 0);
         let before = lake(&sink).len();
         assert!(before < 3, "the window is not fully published");
         sink.fail_puts(&[]);

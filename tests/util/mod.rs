@@ -25,7 +25,7 @@ use kinesis_lake::aws::config::Clients;
 use kinesis_lake::aws::handler::{Invoked, invoke};
 use kinesis_lake::aws::{ClientSettings, DynamoStore, S3Sink};
 use kinesis_lake::core::dedup::{Claim, ClaimOutcome, DedupStore, StoreError, Transfer};
-use kinesis_lake::core::publish::{PublishConfig, PublishError, Published, Which, publish};
+use kinesis_lake::core::publish::{PublishConfig, Published, Stopped, Which, publish};
 use kinesis_lake::core::sink::{ObjectSink, SinkError};
 
 /// Claim lifetime in the tests (the default).
@@ -156,7 +156,7 @@ impl Lake {
         &self,
         sink: &O,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Published, PublishError> {
+    ) -> Result<Published, Stopped> {
         publish(sink, &self.publish_cfg(), Which::Closed, now).await
     }
 
