@@ -804,7 +804,7 @@ fn print_summary(s: &Summary, lake: &str) {
     }
     if let Some(p) = &s.published {
         println!(
-            "events published    {:>12}   (from {} windows)",
+            "events published    {:>12}   (windows published: {})",
             p.events, p.windows
         );
     }
