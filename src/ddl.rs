@@ -7,17 +7,10 @@ use std::collections::{BTreeSet, HashSet};
 
 use chrono::NaiveDate;
 
-use crate::core::encode::Kind;
+use crate::core::columns::FIXED_COLUMNS;
 use crate::core::partition::{HIVE_NULL, PARTITION_COLUMNS, hive_escape};
 use crate::core::schema::LakeSchema;
-
-/// The columns every data file has, in order, with their Athena types.
-pub const FIXED_COLUMNS: [(&str, &str); 4] = [
-    ("event_uuid", "string"),
-    ("event_name", "string"),
-    ("created_at", "double"),
-    ("created_datetime", "string"),
-];
+use crate::core::value::Kind;
 
 /// What the table is called and where it points.
 #[derive(Debug, Clone)]
@@ -179,7 +172,7 @@ pub fn render_all(spec: &TableSpec, schema: &LakeSchema) -> String {
         let mut notes: Vec<String> = Vec::new();
         let mut seen: HashSet<String> = FIXED_COLUMNS
             .iter()
-            .map(|(n, _)| n.to_string())
+            .map(|c| c.name.to_string())
             .chain([PARTITION_COLUMNS[2].to_string()])
             .collect();
         let mut payload: Vec<(String, &'static str)> = Vec::new();
@@ -280,7 +273,7 @@ fn create_table(
 ) -> String {
     let columns: Vec<String> = FIXED_COLUMNS
         .iter()
-        .map(|(n, t)| (n.to_string(), *t))
+        .map(|c| (c.name.to_string(), athena_type(c.kind)))
         .chain(payload.iter().map(|(n, t)| (n.clone(), *t)))
         .map(|(n, t)| format!("  {} {t}", quote_ident(&n)))
         .collect();
@@ -352,7 +345,7 @@ mod tests {
 
     #[test]
     fn one_table_per_event_type_with_its_columns() {
-        use crate::core::encode::Cell;
+        use crate::core::value::Cell;
         let mut stats = crate::core::schema::BatchStats::new();
         stats
             .entry("payment:order".into())
@@ -404,7 +397,7 @@ mod tests {
     }
 
     fn schema_of(fields: &[(&str, &str)]) -> LakeSchema {
-        use crate::core::encode::Cell;
+        use crate::core::value::Cell;
         let mut stats = crate::core::schema::BatchStats::new();
         for (table, field) in fields {
             stats
@@ -522,8 +515,8 @@ mod tests {
 
     #[test]
     fn names_athena_cannot_tell_apart_are_kept_apart() {
-        use crate::core::encode::Cell;
         use crate::core::schema::{BatchStats, ColumnDef};
+        use crate::core::value::Cell;
         let mut stats = BatchStats::new();
         for table in ["Video:Play", "video:play", "events"] {
             stats

@@ -615,9 +615,9 @@ async fn concurrent_writers_with_conflicting_first_types_converge_on_s3() {
 
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{DataType, Float64Type, Int64Type};
-    use kinesis_lake::core::encode::Kind;
     use kinesis_lake::core::registry::{SchemaCache, load_latest};
     use kinesis_lake::core::schema::LakeSchema;
+    use kinesis_lake::core::value::Kind;
     use kinesis_lake::{Origin, PipelineConfig, RawRecord, run_batch};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 

@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value, json};
 
-use kinesis_lake::core::encode::Kind;
 use kinesis_lake::core::registry::{SchemaCache, load_latest};
 use kinesis_lake::core::schema::LakeSchema;
+use kinesis_lake::core::value::Kind;
 use kinesis_lake::memory::{MemSink, MemStore};
 use kinesis_lake::{Origin, PipelineConfig, RawRecord, run_batch};
 

@@ -8,8 +8,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
 
+use crate::core::columns::FIXED_COLUMN_NAMES;
 use crate::core::decode::json_from_bytes;
-use crate::core::partition::{MAX_ESCAPED_VALUE_BYTES, PartitionKey, hive_escape};
+use crate::core::partition::{
+    MAX_ESCAPED_VALUE_BYTES, PARTITION_COLUMNS, PartitionKey, hive_escape,
+};
 use crate::core::reject::Reject;
 
 /// Lowest accepted `created_at`: 0001-01-01T00:00:00Z.
@@ -24,10 +27,10 @@ pub const MAX_CREATED_AT: i64 = 100_000_000_000;
 /// kept as `<name>__payload`: a payload cannot choose its own partition, and
 /// nothing it sent is lost.
 pub const DERIVED_NAMES: [&str; 4] = [
-    "created_datetime",
-    "event_type",
-    "event_subtype",
-    "event_date",
+    FIXED_COLUMN_NAMES[3],
+    PARTITION_COLUMNS[0],
+    PARTITION_COLUMNS[1],
+    PARTITION_COLUMNS[2],
 ];
 
 /// A valid, enriched event. Payload values borrow the record's bytes.

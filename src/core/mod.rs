@@ -1,6 +1,7 @@
 //! The pure core: no AWS, Lambda or filesystem types. Bytes in, outcome out;
 //! the dedup store and the object sink are traits the adapters implement.
 
+pub mod columns;
 pub mod decode;
 pub mod dedup;
 pub mod encode;
@@ -15,4 +16,5 @@ pub mod report;
 pub mod schema;
 pub mod sink;
 pub mod staging;
+pub mod value;
 pub mod window;

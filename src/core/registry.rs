@@ -60,7 +60,8 @@ pub fn common_metadata_key(prefix: &str) -> String {
 /// as strings. Deterministic for a version, so racing writes of one version
 /// put the same bytes.
 pub fn common_metadata(schema: &LakeSchema) -> Vec<u8> {
-    use crate::core::encode::{FIXED_COLUMN_NAMES, PAYLOAD_JSON_COLUMN, column_type};
+    use crate::core::columns::{FIXED_COLUMN_NAMES, PAYLOAD_JSON_COLUMN};
+    use crate::core::encode::column_type;
     use crate::core::parquet_file::{Codec, ColumnSpec, ColumnType, FileWriter};
     use crate::core::partition::PARTITION_COLUMNS;
     let spec = |name: &str, ty, required| ColumnSpec {
@@ -343,7 +344,7 @@ pub async fn ensure<O: ObjectSink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::encode::Cell;
+    use crate::core::value::Cell;
     use crate::memory::MemSink;
 
     fn stats(table: &str, field: &str, cell: Cell<'static>) -> BatchStats {
@@ -469,7 +470,7 @@ mod tests {
             a.base("amount").map(|c| c.kind)
         );
         assert!(
-            b.variant("amount", crate::core::encode::Kind::Double)
+            b.variant("amount", crate::core::value::Kind::Double)
                 .is_some()
         );
     }

@@ -31,7 +31,7 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::encode::{Cell, EXACT_IN_DOUBLE, Kind};
+use crate::core::value::{Cell, EXACT_IN_DOUBLE, Kind};
 
 /// The format number of schema documents.
 pub const SCHEMA_FORMAT: u32 = 1;
@@ -341,9 +341,9 @@ impl LakeSchema {
         let mut next = self.clone();
         next.version = self.version + 1;
         // every file's own columns, and the partition columns readers add
-        let reserved: Vec<&str> = crate::core::encode::FIXED_COLUMN_NAMES
+        let reserved: Vec<&str> = crate::core::columns::FIXED_COLUMN_NAMES
             .into_iter()
-            .chain([crate::core::encode::PAYLOAD_JSON_COLUMN])
+            .chain([crate::core::columns::PAYLOAD_JSON_COLUMN])
             .chain(crate::core::partition::PARTITION_COLUMNS)
             .collect();
         for (field, s) in &fields {
@@ -610,7 +610,7 @@ mod tests {
         let names: Vec<String> = v1.columns.iter().map(|c| c.name.to_lowercase()).collect();
         let unique: BTreeSet<&String> = names.iter().collect();
         assert_eq!(unique.len(), names.len(), "{names:?}");
-        for fixed in crate::core::encode::FIXED_COLUMN_NAMES
+        for fixed in crate::core::columns::FIXED_COLUMN_NAMES
             .into_iter()
             .chain(crate::core::partition::PARTITION_COLUMNS)
         {

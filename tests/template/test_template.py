@@ -479,15 +479,31 @@ def test_glue_events_table_format_and_columns(tpl: dict) -> None:
     assert sd["SerdeInfo"]["SerializationLibrary"] == "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
     assert sd["InputFormat"] == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
     assert sd["OutputFormat"] == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
-    assert [(c["Name"], c["Type"]) for c in sd["Columns"]] == [
-        ("event_uuid", "string"),
-        ("event_name", "string"),
-        ("created_at", "double"),
-        ("created_datetime", "string"),
-    ]
+    columns, partitions = events_table_of_the_binary()
+    assert [(c["Name"], c["Type"]) for c in sd["Columns"]] == columns
     # Partition columns are not inside the Parquet files.
     names = {c["Name"] for c in sd["Columns"]}
-    assert not names & {"event_type", "event_subtype", "event_date"}
+    assert not names & {name for name, _ in partitions}
+    assert [(c["Name"], c["Type"]) for c in props(table)["TableInput"]["PartitionKeys"]] == partitions
+
+
+def events_table_of_the_binary() -> tuple[list, list]:
+    """The `events` table's columns and partition columns as `kinesis-lake ddl`
+    prints them: the one definition of the fixed columns (src/core/columns.rs),
+    so the template's Glue table cannot drift from what the files carry."""
+    import os
+
+    binary = Path(os.environ.get("KL_BIN", REPO_ROOT / "target" / "debug" / "kinesis-lake"))
+    if not binary.exists():
+        pytest.fail(f"{binary} is missing: build it with `cargo build` (make test does)")
+    ddl = subprocess.run(
+        [str(binary), "ddl", "--location", "s3://bucket/lake"], check=True, capture_output=True, text=True
+    ).stdout
+    body = ddl.split("`events` (", 1)[1].split("\n)", 1)[0]
+    columns = [tuple(line.strip().rstrip(",").replace("`", "").split(" ", 1)) for line in body.strip().splitlines()]
+    part = re.search(r"PARTITIONED BY \((.*?)\)\n", ddl).group(1)
+    partitions = [tuple(p.strip().replace("`", "").split(" ", 1)) for p in part.split(",")]
+    return columns, partitions
 
 
 # --------------------------------------------------------------------------
