@@ -91,6 +91,11 @@ enum Command {
         /// per partition per batch, written at once.
         #[arg(long, value_name = "SECONDS", env = "PUBLISH_WINDOW_SECONDS", default_value_t = kinesis_lake::core::window::DEFAULT_WINDOW_SECS, value_parser = parse_window)]
         window: u32,
+        /// The unit every producer sends created_at in: s (Unix seconds, the
+        /// contract), ms, us or ns. Converted to seconds exactly, then checked
+        /// against the same range (0001-01-01 to 5138).
+        #[arg(long, value_name = "UNIT", env = "CREATED_AT_UNIT", default_value = "s", value_parser = kinesis_lake::core::enrich::CreatedAtUnit::parse)]
+        created_at_unit: kinesis_lake::core::enrich::CreatedAtUnit,
         /// Stage only: leave publication to a later `kinesis-lake publish`
         /// (or the scheduled publisher function of an s3:// lake).
         #[arg(long)]
@@ -203,6 +208,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             payload_json,
             compression,
             window,
+            created_at_unit,
             no_publish,
             json,
             no_progress,
@@ -241,6 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let cfg = PipelineConfig {
                         encode,
                         window_secs: window,
+                        created_at_unit,
                         ..PipelineConfig::default()
                     };
                     let on_read = counting_into(&bar);
@@ -264,12 +271,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let files = expand(&inputs, None)?;
                     bar = progress_bar(&files, no_progress);
                     let on_read = counting_into(&bar);
+                    let cfg = PipelineConfig {
+                        prefix: lake.prefix.clone(),
+                        io_concurrency: lake.io_concurrency,
+                        encode,
+                        window_secs: window,
+                        created_at_unit,
+                        ..PipelineConfig::default()
+                    };
                     runtime.block_on(ingest_s3(
                         &lake,
                         &files,
                         &limits,
-                        encode,
-                        window,
+                        cfg,
                         publish_cfg,
                         on_read,
                     ))?
@@ -557,8 +571,7 @@ async fn ingest_s3(
     lake: &AwsLake,
     files: &[InputFile],
     limits: &BatchLimits,
-    encode: kinesis_lake::core::encode::EncodeOptions,
-    window: u32,
+    cfg: PipelineConfig,
     publish_cfg: Option<PublishConfig>,
     on_read: OnRead,
 ) -> anyhow::Result<Summary> {
@@ -576,13 +589,6 @@ async fn ingest_s3(
             lake.url()
         )
     })?;
-    let cfg = PipelineConfig {
-        prefix: lake.prefix.clone(),
-        io_concurrency: lake.io_concurrency,
-        encode,
-        window_secs: window,
-        ..PipelineConfig::default()
-    };
     let mut summary = ingest(files, &store, &sink, &cfg, limits, on_read).await?;
     if let Some(p) = publish_cfg {
         let p = PublishConfig {

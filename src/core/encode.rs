@@ -414,7 +414,7 @@ pub(crate) fn stats_of(rows: &[&Event<'_>], table: &str) -> crate::core::schema:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::enrich::enrich;
+    use crate::core::enrich::{CreatedAtUnit, enrich};
     use arrow::array::{Array, AsArray, RecordBatch};
     use arrow::datatypes::{DataType, Float64Type, Int64Type};
     use bytes::Bytes;
@@ -428,7 +428,7 @@ mod tests {
     fn encode_with(base: &LakeSchema, lines: &[&str]) -> (RecordBatch, LakeSchema) {
         let events: Vec<Event<'_>> = lines
             .iter()
-            .map(|l| enrich(l.as_bytes()).expect("valid"))
+            .map(|l| enrich(l.as_bytes(), CreatedAtUnit::S).expect("valid"))
             .collect();
         let rows: Vec<&Event<'_>> = events.iter().collect();
         let schema = base
@@ -673,7 +673,7 @@ mod tests {
     #[test]
     fn payload_json_keeps_the_event_as_received_when_asked() {
         let line = ev(r#", "a" : [1, 2.50]"#);
-        let events = [enrich(line.as_bytes()).expect("valid")];
+        let events = [enrich(line.as_bytes(), CreatedAtUnit::S).expect("valid")];
         let rows: Vec<&Event<'_>> = events.iter().collect();
         let schema = LakeSchema::default()
             .plan(&stats_of(&rows, "t"))
@@ -692,7 +692,7 @@ mod tests {
     #[test]
     fn the_file_records_its_schema_version() {
         let line = ev(r#","a":1"#);
-        let events = [enrich(line.as_bytes()).expect("valid")];
+        let events = [enrich(line.as_bytes(), CreatedAtUnit::S).expect("valid")];
         let rows: Vec<&Event<'_>> = events.iter().collect();
         let schema = LakeSchema::default()
             .plan(&stats_of(&rows, "t"))
@@ -714,7 +714,7 @@ mod tests {
     #[test]
     fn an_unplanned_value_is_an_error_not_a_silent_drop() {
         let line = ev(r#","a":1"#);
-        let events = [enrich(line.as_bytes()).expect("valid")];
+        let events = [enrich(line.as_bytes(), CreatedAtUnit::S).expect("valid")];
         let rows: Vec<&Event<'_>> = events.iter().collect();
         let err = encode(
             &rows,

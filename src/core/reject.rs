@@ -102,28 +102,35 @@ pub enum Reject {
         /// The limit.
         max: usize,
     },
-    /// `created_at` looks like milliseconds (or micro/nanoseconds).
+    /// `created_at` is too large for the configured unit and looks like a
+    /// finer one (milliseconds sent where seconds were expected).
     #[error(
-        "field `created_at` is {value}, which looks like {unit} since 1970; expected Unix seconds (divide by {divisor})"
+        "field `created_at` is {value}, which looks like {unit} since 1970; expected Unix {expected} (divide by {divisor}). If this producer always sends {unit}, set the created_at unit to {setting} (--created-at-unit {setting}, CREATED_AT_UNIT={setting}) and replay the dead letters (kinesis-lake replay --created-at-unit {setting})"
     )]
     CreatedAtNotSeconds {
         /// The value as sent.
         value: String,
-        /// `milliseconds`, `microseconds` or `nanoseconds`.
+        /// What it looks like: `milliseconds`, `microseconds` or `nanoseconds`.
         unit: &'static str,
+        /// The setting of that unit: `ms`, `us` or `ns`.
+        setting: &'static str,
+        /// The configured unit's name (`seconds` by default).
+        expected: &'static str,
         /// What to divide by.
         divisor: u64,
     },
-    /// `created_at` is outside the accepted range.
+    /// `created_at` is outside the accepted range (after conversion to seconds).
     #[error(
-        "field `created_at` is {value}, outside the accepted range of Unix seconds ({min} = 0001-01-01 to {max} = 5138-11-16)"
+        "field `created_at` is {value} (Unix {unit}), outside the accepted range: from 0001-01-01 ({min} s) up to, not including, 5138-11-16 ({max} s)"
     )]
     CreatedAtOutOfRange {
         /// The value as sent.
         value: String,
-        /// Lowest accepted value.
+        /// The configured unit's name.
+        unit: &'static str,
+        /// Lowest accepted value, seconds.
         min: i64,
-        /// Highest accepted value (exclusive).
+        /// Highest accepted value (exclusive), seconds.
         max: i64,
     },
 }
