@@ -1174,6 +1174,7 @@ mod tests {
                 stream: "s".into(),
                 shard_id: "shardId-1".into(),
                 sequence_number: "9".into(),
+                sub_sequence_number: None,
                 arrival_ms: None,
             },
             unreadable: None,

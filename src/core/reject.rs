@@ -38,6 +38,13 @@ pub enum Reject {
         "record data is not base64 ({0}); Lambda delivers a Kinesis record's data base64-encoded, so the producer's bytes cannot be recovered: the dead letter keeps the text as it was in the document"
     )]
     NotBase64(String),
+    /// A KPL-aggregated record that fails a check of its format (MD5, the
+    /// protobuf message, an index into its key tables): the whole aggregate
+    /// is dead-lettered, none of its user records is used.
+    #[error(
+        "record data is a KPL aggregate (magic F3 89 9A C2) that cannot be unpacked: {0}; none of its user records was used, and this dead letter keeps the whole aggregate"
+    )]
+    BadAggregate(String),
     /// An input file's gzip stream breaks off (truncated or corrupt): what
     /// follows the break cannot be decompressed.
     #[error(
@@ -141,6 +148,7 @@ impl Reject {
         match self {
             Reject::Gzip(_) => "bad_gzip",
             Reject::NotBase64(_) => "not_base64",
+            Reject::BadAggregate(_) => "bad_aggregate",
             Reject::CorruptInput { .. } => "corrupt_input",
             Reject::TooLarge { .. } => "too_large",
             Reject::InvalidJson(_) => "invalid_json",
