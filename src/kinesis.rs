@@ -195,16 +195,34 @@ pub fn push_raw_records(
         arrival_ms,
     };
     let KinesisData { bytes, not_base64 } = rec.kinesis.data;
-    if not_base64.is_none() && kpl::is_aggregated(&bytes) {
-        push_user_records(bytes, origin, out);
-        return Ok(());
+    match not_base64 {
+        Some(why) => out.push(RawRecord {
+            data: bytes,
+            unreadable: Some(Reject::NotBase64(why)),
+            origin,
+        }),
+        None => unpack(bytes, origin, out),
     }
-    out.push(RawRecord {
-        data: bytes,
-        unreadable: not_base64.map(Reject::NotBase64),
-        origin,
-    });
     Ok(())
+}
+
+/// Appends a Kinesis record's raw records to `out`: the record itself, or
+/// the user records of a KPL aggregate (also used by replay, on a dead
+/// letter's bytes).
+pub fn unpack(bytes: Vec<u8>, origin: Origin, out: &mut Vec<RawRecord>) {
+    let aggregate = kpl::is_aggregated(&bytes)
+        && matches!(
+            origin,
+            Origin::Kinesis {
+                sub_sequence_number: None,
+                ..
+            }
+        );
+    if aggregate {
+        push_user_records(bytes, origin, out);
+    } else {
+        out.push(RawRecord::new(bytes, origin));
+    }
 }
 
 /// Appends the user records of a KPL aggregate, or the aggregate itself,

@@ -168,3 +168,92 @@ fn milliseconds_are_dead_letters_by_default() {
         "{letters:?}"
     );
 }
+
+#[test]
+fn replay_moves_millisecond_dead_letters_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = ms_events(dir.path());
+    let lake = dir.path().join("lake");
+    let lake_s = lake.to_str().expect("utf-8");
+    run_json(&[
+        "ingest",
+        "--json",
+        "--lake",
+        lake_s,
+        input.to_str().expect("utf-8"),
+    ]);
+    assert!(lake_uuids(&lake).is_empty());
+    let replay = |unit: &str| {
+        run_json(&[
+            "replay",
+            "--json",
+            "--lake",
+            lake_s,
+            "--created-at-unit",
+            unit,
+        ])
+    };
+    let s = replay("s");
+    assert_eq!(
+        (
+            s["moved"].as_u64(),
+            s["stayed"]["created_at_not_seconds"].as_u64()
+        ),
+        (Some(0), Some(2)),
+        "{s}"
+    );
+    let s = replay("ms");
+    assert_eq!(
+        (s["dead_letters"].as_u64(), s["moved"].as_u64()),
+        (Some(2), Some(2)),
+        "{s}"
+    );
+    assert_eq!(lake_uuids(&lake), ["ms-1", "ms-2"]);
+    let s = replay("ms");
+    assert_eq!(
+        (s["moved"].as_u64(), s["replayed_before"].as_u64()),
+        (Some(0), Some(2)),
+        "{s}"
+    );
+    assert_eq!(lake_uuids(&lake), ["ms-1", "ms-2"]);
+    assert_eq!(
+        dead_letters(&lake).len(),
+        2,
+        "dead letters are kept, never copied"
+    );
+}
+
+#[test]
+fn replay_reads_an_s3_on_failure_record_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let lake_s = lake.to_str().expect("utf-8");
+    let data = base64_of(r#"{"event_uuid":"f-1","event_name":"a:b","created_at":1710670530}"#);
+    let record = format!(
+        r#"{{"requestContext":{{"requestId":"r","functionArn":"arn:aws:lambda:eu-west-1:123456789012:function:f","condition":"RetryAttemptsExhausted","approximateInvokeCount":3}},"responseContext":{{"statusCode":200,"executedVersion":"$LATEST","functionError":"Unhandled"}},"version":"1.0","timestamp":"2024-03-17T10:15:31.000Z","KinesisBatchInfo":{{"shardId":"shardId-000000000000","startSequenceNumber":"11","endSequenceNumber":"11","approximateArrivalOfFirstRecord":"2024-03-17T10:15:30.000Z","approximateArrivalOfLastRecord":"2024-03-17T10:15:30.000Z","batchSize":1,"streamArn":"arn:aws:kinesis:eu-west-1:123456789012:stream/events"}},"payload":{{"Records":[{{"eventID":"shardId-000000000000:11","eventSourceARN":"arn:aws:kinesis:eu-west-1:123456789012:stream/events","kinesis":{{"data":"{data}","sequenceNumber":"11","partitionKey":"p"}}}}]}}}}"#
+    );
+    let path = dir.path().join("failure.json");
+    std::fs::write(&path, record).expect("write");
+    let path_s = path.to_str().expect("utf-8");
+    for _ in 0..2 {
+        run_json(&["replay", "--json", "--lake", lake_s, "--failed", path_s]);
+    }
+    assert_eq!(lake_uuids(&lake), ["f-1"]);
+    // the metadata-only form says what it lacks
+    let meta = dir.path().join("meta.json");
+    std::fs::write(&meta, r#"{"KinesisBatchInfo":{"shardId":"shardId-000000000000","startSequenceNumber":"11","endSequenceNumber":"12"}}"#).expect("write");
+    let out = run(&[
+        "replay",
+        "--lake",
+        lake_s,
+        "--failed",
+        meta.to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("11 to 12"));
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
