@@ -48,7 +48,7 @@ use serde_json::value::RawValue;
 
 use kinesis_lake::core::decode::decode;
 use kinesis_lake::core::encode::{EncodeOptions, add_table_stats, encode};
-use kinesis_lake::core::enrich::{Event, enrich};
+use kinesis_lake::core::enrich::{CreatedAtUnit, Event, enrich};
 use kinesis_lake::core::parquet_file::Codec;
 use kinesis_lake::core::partition::PartitionKey;
 use kinesis_lake::core::schema::{BatchStats, LakeSchema, table_name};
@@ -432,7 +432,10 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
     );
 
     // the inputs of the phase-by-phase jobs, prepared once
-    let events: Vec<Event<'_>> = decoded.iter().filter_map(|d| enrich(d).ok()).collect();
+    let events: Vec<Event<'_>> = decoded
+        .iter()
+        .filter_map(|d| enrich(d, CreatedAtUnit::S).ok())
+        .collect();
     let grouped = groups(&events);
     let schema = LakeSchema::default()
         .plan(&stats_of(&grouped))
@@ -507,7 +510,7 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
         records
             .iter()
             .filter_map(|r| decode(&r.data).ok())
-            .filter(|d| enrich(d).is_ok())
+            .filter(|d| enrich(d, CreatedAtUnit::S).is_ok())
             .count()
     });
     jobs.add("group", || groups(&events).len());

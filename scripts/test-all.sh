@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 echo "== cargo tests (unit, CLI, real S3 + DynamoDB)"
 cargo test --features integration
 echo "== Python tests (readers on the whole lake, SAM template, harness)"
-KL_BIN=target/debug/kinesis-lake .tools/venv/bin/pytest -q tests/readers tests/publish tests/template tests/harness tests/lambda tests/stream
+KL_BIN=target/debug/kinesis-lake .tools/venv/bin/pytest -q tests/readers tests/publish tests/template tests/harness tests/lambda tests/kpl tests/stream

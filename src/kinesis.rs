@@ -15,6 +15,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::core::dedup::DedupStore;
+use crate::core::kpl;
 use crate::core::pipeline::{BatchOutcome, PipelineConfig, run_batch};
 use crate::core::reject::Reject;
 use crate::core::sink::ObjectSink;
@@ -165,8 +166,16 @@ fn stream_name(arn: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-/// Maps one Kinesis event record to a raw record.
-pub fn raw_record(index: usize, rec: KinesisEventRecord) -> Result<RawRecord, KinesisError> {
+/// Maps one Kinesis event record to raw records, appended to `out`: the
+/// record itself, or, for a KPL aggregate, each of its user records (origin:
+/// the aggregate's sequence number and the user record's sub-sequence
+/// number). An aggregate that fails a check is one record, rejected
+/// (`bad_aggregate`) with its original bytes.
+pub fn push_raw_records(
+    index: usize,
+    rec: KinesisEventRecord,
+    out: &mut Vec<RawRecord>,
+) -> Result<(), KinesisError> {
     let arrival_ms = rec.kinesis.arrival_ms();
     let seq = rec.kinesis.sequence_number;
     if seq.is_empty() {
@@ -178,45 +187,99 @@ pub fn raw_record(index: usize, rec: KinesisEventRecord) -> Result<RawRecord, Ki
         .as_deref()
         .and_then(|id| id.split_once(':').map(|(s, _)| s.to_string()))
         .unwrap_or_default();
+    let origin = Origin::Kinesis {
+        stream: stream_name(rec.event_source_arn.as_deref()),
+        shard_id,
+        sequence_number: seq,
+        sub_sequence_number: None,
+        arrival_ms,
+    };
     let KinesisData { bytes, not_base64 } = rec.kinesis.data;
-    Ok(RawRecord {
-        data: bytes,
-        unreadable: not_base64.map(Reject::NotBase64),
-        origin: Origin::Kinesis {
-            stream: stream_name(rec.event_source_arn.as_deref()),
-            shard_id,
-            sequence_number: seq,
-            arrival_ms,
-        },
-    })
+    match not_base64 {
+        Some(why) => out.push(RawRecord {
+            data: bytes,
+            unreadable: Some(Reject::NotBase64(why)),
+            origin,
+        }),
+        None => unpack(bytes, origin, out),
+    }
+    Ok(())
 }
 
-/// Maps a Lambda Kinesis event to raw records, in order.
+/// Appends a Kinesis record's raw records to `out`: the record itself, or
+/// the user records of a KPL aggregate (also used by replay, on a dead
+/// letter's bytes).
+pub fn unpack(bytes: Vec<u8>, origin: Origin, out: &mut Vec<RawRecord>) {
+    let aggregate = kpl::is_aggregated(&bytes)
+        && matches!(
+            origin,
+            Origin::Kinesis {
+                sub_sequence_number: None,
+                ..
+            }
+        );
+    if aggregate {
+        push_user_records(bytes, origin, out);
+    } else {
+        out.push(RawRecord::new(bytes, origin));
+    }
+}
+
+/// Appends the user records of a KPL aggregate, or the aggregate itself,
+/// rejected, when it fails a check.
+fn push_user_records(bytes: Vec<u8>, origin: Origin, out: &mut Vec<RawRecord>) {
+    match kpl::deaggregate(&bytes) {
+        Ok(users) => {
+            for (sub, user) in users.into_iter().enumerate() {
+                let mut o = origin.clone();
+                if let Origin::Kinesis {
+                    sub_sequence_number,
+                    ..
+                } = &mut o
+                {
+                    *sub_sequence_number = Some(sub as u64);
+                }
+                out.push(RawRecord::new(user.data, o));
+            }
+        }
+        Err(e) => out.push(RawRecord {
+            data: bytes,
+            unreadable: Some(Reject::BadAggregate(e.to_string())),
+            origin,
+        }),
+    }
+}
+
+/// Maps a Lambda Kinesis event to raw records, in order, KPL aggregates
+/// unpacked.
 pub fn raw_records(event: KinesisEvent) -> Result<Vec<RawRecord>, KinesisError> {
-    event
-        .records
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| raw_record(i, r))
-        .collect()
+    let mut out = Vec::with_capacity(event.records.len());
+    for (i, r) in event.records.into_iter().enumerate() {
+        push_raw_records(i, r, &mut out)?;
+    }
+    Ok(out)
 }
 
 /// The partial batch response: the failed records' sequence numbers (Lambda
-/// restarts the shard from the lowest). Empty when everything was handled.
+/// restarts the shard from the lowest), each once. A failed user record of a
+/// KPL aggregate is reported by the aggregate's sequence number: the retry
+/// resends the whole aggregate, and the claims make the user records already
+/// written duplicates. Empty when everything was handled.
 pub fn batch_response(records: &[RawRecord], outcome: &BatchOutcome) -> KinesisEventResponse {
     let mut resp = KinesisEventResponse::default();
+    let mut reported: std::collections::HashSet<&str> = std::collections::HashSet::new();
     resp.batch_item_failures = outcome
         .failed
         .iter()
         .filter_map(|f| match &records.get(f.index)?.origin {
             Origin::Kinesis {
                 sequence_number, ..
-            } => {
+            } if reported.insert(sequence_number) => {
                 let mut item = KinesisBatchItemFailure::default();
                 item.item_identifier = Some(sequence_number.clone());
                 Some(item)
             }
-            Origin::File { .. } => None,
+            _ => None,
         })
         .collect();
     resp
@@ -372,5 +435,152 @@ mod tests {
             raw_records(event),
             Err(KinesisError::NoSequenceNumber { index: 0 })
         ));
+    }
+
+    /// A one-record Lambda document of `data`, sequence number `seq`.
+    fn document(records: &[(&str, Vec<u8>)]) -> KinesisEvent {
+        let recs: Vec<String> = records
+            .iter()
+            .map(|(seq, data)| {
+                format!(
+                    r#"{{"eventID":"shardId-000000000002:{seq}","eventSourceARN":"arn:aws:kinesis:eu-west-1:1:stream/events","kinesis":{{"data":"{}","sequenceNumber":"{seq}","partitionKey":"p"}}}}"#,
+                    base64::engine::general_purpose::STANDARD.encode(data)
+                )
+            })
+            .collect();
+        serde_json::from_str(&format!(r#"{{"Records":[{}]}}"#, recs.join(",")))
+            .expect("document parses")
+    }
+
+    fn user(data: &[u8]) -> kpl::UserRecord {
+        kpl::UserRecord {
+            partition_key: "pk".into(),
+            explicit_hash_key: None,
+            data: data.to_vec(),
+        }
+    }
+
+    fn sub_of(r: &RawRecord) -> (String, Option<u64>) {
+        match &r.origin {
+            Origin::Kinesis {
+                sequence_number,
+                sub_sequence_number,
+                ..
+            } => (sequence_number.clone(), *sub_sequence_number),
+            o => panic!("unexpected origin {o:?}"),
+        }
+    }
+
+    #[test]
+    fn an_aggregate_becomes_its_user_records_beside_plain_ones() {
+        let agg = kpl::aggregate(&[user(b"{\"a\":1}"), user(b"{\"a\":2}")]);
+        let event = document(&[("10", b"{\"plain\":1}".to_vec()), ("11", agg)]);
+        let recs = raw_records(event).expect("records");
+        let subs: Vec<(String, Option<u64>)> = recs.iter().map(sub_of).collect();
+        assert_eq!(
+            subs,
+            [
+                ("10".to_string(), None),
+                ("11".to_string(), Some(0)),
+                ("11".to_string(), Some(1))
+            ]
+        );
+        assert_eq!(recs[2].data, b"{\"a\":2}");
+        assert_eq!(
+            recs[1].origin.owner(),
+            "kinesis:events/shardId-000000000002/11:0"
+        );
+        assert_eq!(
+            recs[0].origin.owner(),
+            "kinesis:events/shardId-000000000002/10"
+        );
+    }
+
+    #[test]
+    fn a_broken_aggregate_is_one_rejected_record_with_its_bytes() {
+        let mut agg = kpl::aggregate(&[user(b"{}")]);
+        let last = agg.len() - 1;
+        agg[last] ^= 0xff;
+        let recs = raw_records(document(&[("12", agg.clone())])).expect("records");
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].data, agg);
+        assert_eq!(sub_of(&recs[0]), ("12".to_string(), None));
+        let r = recs[0].decode().expect_err("rejected");
+        assert_eq!(r.code(), "bad_aggregate");
+        assert!(r.to_string().contains("MD5"), "{r}");
+    }
+
+    #[test]
+    fn a_failed_user_record_reports_its_aggregate_once() {
+        let agg = kpl::aggregate(&[user(b"{}"), user(b"{}"), user(b"{}")]);
+        let recs = raw_records(document(&[("20", b"{}".to_vec()), ("21", agg)])).expect("records");
+        let failed = |index| FailedRecord {
+            index,
+            reason: "x".into(),
+        };
+        let outcome = BatchOutcome {
+            failed: vec![failed(1), failed(3)],
+            ..Default::default()
+        };
+        let ids: Vec<Option<String>> = batch_response(&recs, &outcome)
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        assert_eq!(ids, [Some("21".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn an_aggregate_delivered_twice_lands_once_gzip_and_rejects_included() {
+        use crate::memory::{MemSink, MemStore};
+        use flate2::{Compression, write::GzEncoder};
+        use std::io::Write as _;
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(br#"{"event_uuid":"k2","event_name":"a:b","created_at":1710670530}"#)
+            .expect("gzip");
+        let users = [
+            user(br#"{"event_uuid":"k1","event_name":"a:b","created_at":1710670530}"#),
+            user(&gz.finish().expect("gzip")),
+            user(b"not json"),
+        ];
+        let event = document(&[("30", kpl::aggregate(&users))]);
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        let cfg = PipelineConfig::default();
+        let (resp, first) = handle(event.clone(), &store, &sink, &cfg)
+            .await
+            .expect("batch");
+        assert!(resp.batch_item_failures.is_empty());
+        assert_eq!(
+            (
+                first.counts.records,
+                first.counts.written,
+                first.counts.rejected
+            ),
+            (3, 2, 1)
+        );
+        let (_, again) = handle(event, &store, &sink, &cfg).await.expect("batch");
+        assert_eq!(
+            (
+                again.counts.written,
+                again.counts.duplicates,
+                again.counts.dead_letter_files
+            ),
+            (0, 2, 0)
+        );
+        let letters: Vec<serde_json::Value> = sink
+            .objects()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("_errors/"))
+            .flat_map(|(_, body)| {
+                String::from_utf8_lossy(&body)
+                    .lines()
+                    .map(|l| serde_json::from_str(l).expect("dead letter"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0]["origin"]["sequence_number"], "30");
+        assert_eq!(letters[0]["origin"]["sub_sequence_number"], 2);
+        assert_eq!(letters[0]["reason_code"], "invalid_json");
     }
 }

@@ -9,6 +9,7 @@
 //!   [`memory`] (in-memory store and sink for tests and benchmarks).
 //! - [`allocator`]: the binaries' allocator settings.
 //! - [`ingest`]: runs inputs through the pipeline in batches (the CLI's job).
+//! - [`replay`]: dead letters and failed Lambda batches through the pipeline again.
 
 pub mod allocator;
 pub mod aws;
@@ -19,6 +20,7 @@ pub mod kinesis;
 pub mod local;
 pub mod memory;
 pub mod record;
+pub mod replay;
 
 pub use crate::core::pipeline::{BatchOutcome, Counts, PipelineConfig, run_batch};
 pub use crate::record::{Origin, RawRecord};

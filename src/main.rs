@@ -91,6 +91,11 @@ enum Command {
         /// per partition per batch, written at once.
         #[arg(long, value_name = "SECONDS", env = "PUBLISH_WINDOW_SECONDS", default_value_t = kinesis_lake::core::window::DEFAULT_WINDOW_SECS, value_parser = parse_window)]
         window: u32,
+        /// The unit every producer sends created_at in: s (Unix seconds, the
+        /// contract), ms, us or ns. Converted to seconds exactly, then checked
+        /// against the same range (0001-01-01 to 5138).
+        #[arg(long, value_name = "UNIT", env = "CREATED_AT_UNIT", default_value = "s", value_parser = kinesis_lake::core::enrich::CreatedAtUnit::parse)]
+        created_at_unit: kinesis_lake::core::enrich::CreatedAtUnit,
         /// Stage only: leave publication to a later `kinesis-lake publish`
         /// (or the scheduled publisher function of an s3:// lake).
         #[arg(long)]
@@ -132,6 +137,55 @@ enum Command {
         /// Also keep each event's JSON in a payload_json column.
         #[arg(long)]
         payload_json: bool,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay dead letters through the current rules, and failed Lambda
+    /// batches through the pipeline, exactly once.
+    ///
+    /// Each dead letter of LAKE/_errors/ (filtered by --since, --until and
+    /// --reason) is checked again with the current rules (e.g. after a
+    /// producer fix or with --created-at-unit ms): what passes now goes into
+    /// the lake once (the dedup claims apply, and the moved lines are recorded
+    /// in LAKE/_replay/ so a later replay skips them); what still fails stays
+    /// a dead letter and no second copy is written. --failed reads records of
+    /// the Lambda function's S3 on-failure destination (a file or an s3://
+    /// key) and runs their batch's records through the pipeline. Safe to run
+    /// again, or after a kill: nothing is written twice.
+    Replay {
+        /// The lake: a folder, or s3://BUCKET/PREFIX (with --dedup-table).
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+        lake: PathBuf,
+        /// The DynamoDB dedup table of an s3:// lake.
+        #[arg(long, value_name = "TABLE")]
+        dedup_table: Option<String>,
+        /// How long dedup claims are kept in the table, in hours [default: 168].
+        #[arg(long, value_name = "HOURS")]
+        dedup_ttl_hours: Option<String>,
+        /// Only dead letters written on or after this date (YYYY-MM-DD).
+        #[arg(long, value_name = "DATE", value_parser = parse_date)]
+        since: Option<chrono::NaiveDate>,
+        /// Only dead letters written on or before this date (YYYY-MM-DD).
+        #[arg(long, value_name = "DATE", value_parser = parse_date)]
+        until: Option<chrono::NaiveDate>,
+        /// Only dead letters with this reason code (repeat for more).
+        #[arg(long = "reason", value_name = "CODE")]
+        reasons: Vec<String>,
+        /// The unit of created_at for this replay (as for ingest).
+        #[arg(long, value_name = "UNIT", env = "CREATED_AT_UNIT", default_value = "s", value_parser = kinesis_lake::core::enrich::CreatedAtUnit::parse)]
+        created_at_unit: kinesis_lake::core::enrich::CreatedAtUnit,
+        /// Publication window (as for ingest): 0 writes files at once.
+        #[arg(long, value_name = "SECONDS", env = "PUBLISH_WINDOW_SECONDS", default_value_t = kinesis_lake::core::window::DEFAULT_WINDOW_SECS, value_parser = parse_window)]
+        window: u32,
+        /// A record of the on-failure destination (a file, or s3://BUCKET/KEY);
+        /// repeat for more. With --failed, dead letters are replayed only when
+        /// --dead-letters is given too.
+        #[arg(long, value_name = "FILE|s3://BUCKET/KEY")]
+        failed: Vec<String>,
+        /// Replay the dead letters as well as the --failed records.
+        #[arg(long)]
+        dead_letters: bool,
         /// Print the summary as one JSON object.
         #[arg(long)]
         json: bool,
@@ -221,6 +275,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             payload_json,
             compression,
             window,
+            created_at_unit,
             no_publish,
             json,
             no_progress,
@@ -260,6 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let cfg = PipelineConfig {
                         encode,
                         window_secs: window,
+                        created_at_unit,
                         ..PipelineConfig::default()
                     };
                     let on_read = counting_into(&bar);
@@ -288,12 +344,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let files = expand(&inputs, None)?;
                     bar = progress_bar(&files, no_progress);
                     let on_read = counting_into(&bar);
+                    let cfg = PipelineConfig {
+                        prefix: lake.prefix.clone(),
+                        io_concurrency: lake.io_concurrency,
+                        encode,
+                        window_secs: window,
+                        created_at_unit,
+                        ..PipelineConfig::default()
+                    };
                     runtime.block_on(ingest_s3(
                         &lake,
                         &files,
                         &limits,
-                        encode,
-                        window,
+                        cfg,
                         publish_cfg,
                         on_read,
                     ))?
@@ -341,6 +404,51 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string(&published)?);
             } else {
                 print_published(&published);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            lake,
+            dedup_table,
+            dedup_ttl_hours,
+            since,
+            until,
+            reasons,
+            created_at_unit,
+            window,
+            failed,
+            dead_letters,
+            json,
+        } => {
+            let target = LakeTarget::parse(&lake, dedup_table, dedup_ttl_hours)?;
+            let job = ReplayJob {
+                filter: kinesis_lake::replay::Filter {
+                    since,
+                    until,
+                    reasons,
+                },
+                dead_letters: dead_letters || failed.is_empty(),
+                failed,
+                cfg: PipelineConfig {
+                    window_secs: window,
+                    created_at_unit,
+                    ..PipelineConfig::default()
+                },
+            };
+            let summary = replay_lake(target, job)?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                print_replay(&summary);
+            }
+            if summary.failed > 0 {
+                eprintln!(
+                    "kinesis-lake: error: {} records could not be written durably (first: {}: {}); fix the cause and run the same replay again: nothing will be written twice",
+                    summary.failed,
+                    summary.failures.first().map_or("?", |f| f.record.as_str()),
+                    summary.failures.first().map_or("?", |f| f.reason.as_str()),
+                );
+                return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -705,8 +813,7 @@ async fn ingest_s3(
     lake: &AwsLake,
     files: &[InputFile],
     limits: &BatchLimits,
-    encode: kinesis_lake::core::encode::EncodeOptions,
-    window: u32,
+    cfg: PipelineConfig,
     publish_cfg: Option<PublishConfig>,
     on_read: OnRead,
 ) -> anyhow::Result<Summary> {
@@ -724,13 +831,6 @@ async fn ingest_s3(
             lake.url()
         )
     })?;
-    let cfg = PipelineConfig {
-        prefix: lake.prefix.clone(),
-        io_concurrency: lake.io_concurrency,
-        encode,
-        window_secs: window,
-        ..PipelineConfig::default()
-    };
     let mut summary = ingest(files, &store, &sink, &cfg, limits, on_read).await?;
     if let Some(p) = publish_cfg {
         let p = PublishConfig {
@@ -748,6 +848,154 @@ async fn ingest_s3(
         );
     }
     Ok(summary)
+}
+
+/// `--since` / `--until`: a date.
+fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("expected a date like 2024-03-17, got {s:?}"))
+}
+
+/// What a `replay` run does.
+struct ReplayJob {
+    filter: kinesis_lake::replay::Filter,
+    dead_letters: bool,
+    failed: Vec<String>,
+    cfg: PipelineConfig,
+}
+
+/// Runs a replay on a folder lake (under its lock) or an s3:// lake, then
+/// publishes what it staged.
+fn replay_lake(
+    target: LakeTarget,
+    job: ReplayJob,
+) -> anyhow::Result<kinesis_lake::replay::ReplaySummary> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let clients = if target_is_s3(&target) || job.failed.iter().any(|f| f.starts_with("s3://"))
+        {
+            Some(Clients::load(&ClientSettings::default()).await?)
+        } else {
+            None
+        };
+        let mut failed_events = Vec::new();
+        for source in &job.failed {
+            let body = read_source(source, clients.as_ref()).await?;
+            failed_events.push(kinesis_lake::replay::failed_batch_event(source, &body)?);
+        }
+        match target {
+            LakeTarget::Dir(dir) => {
+                let store = RedbStore::open(&redb_store::default_path(&dir))
+                    .context("opening the dedup store")?;
+                let sink = FsSink::new(&dir);
+                run_replay(&store, &sink, &job, failed_events, true).await
+            }
+            LakeTarget::S3(lake) => {
+                let (store, sink) = lake.connect(&ClientSettings::default()).await?;
+                let cfg = PipelineConfig {
+                    prefix: lake.prefix.clone(),
+                    io_concurrency: lake.io_concurrency,
+                    ..job.cfg.clone()
+                };
+                let job = ReplayJob { cfg, ..job };
+                run_replay(&store, &sink, &job, failed_events, false).await
+            }
+        }
+    })
+}
+
+fn target_is_s3(t: &LakeTarget) -> bool {
+    matches!(t, LakeTarget::S3(_))
+}
+
+/// The bytes of a file, or of an s3://BUCKET/KEY object.
+async fn read_source(source: &str, clients: Option<&Clients>) -> anyhow::Result<Vec<u8>> {
+    let Some(rest) = source.strip_prefix("s3://") else {
+        return std::fs::read(source)
+            .with_context(|| format!("reading the failed-batch record {source}"));
+    };
+    let (bucket, key) = rest
+        .split_once('/')
+        .with_context(|| format!("--failed {source}: expected s3://BUCKET/KEY"))?;
+    let clients = clients.context("internal: no AWS clients for an s3:// source")?;
+    let got = clients
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .with_context(|| format!("reading the failed-batch record {source}"))?;
+    let body = got
+        .body
+        .collect()
+        .await
+        .with_context(|| format!("reading the failed-batch record {source}"))?;
+    Ok(body.into_bytes().to_vec())
+}
+
+/// The replay over a store and a sink, then the publication of what it staged.
+async fn run_replay<
+    S: kinesis_lake::core::dedup::DedupStore,
+    O: kinesis_lake::core::sink::ObjectSink,
+>(
+    store: &S,
+    sink: &O,
+    job: &ReplayJob,
+    failed_events: Vec<kinesis_lake::kinesis::KinesisEvent>,
+    folder: bool,
+) -> anyhow::Result<kinesis_lake::replay::ReplaySummary> {
+    use kinesis_lake::replay::{ReplaySummary, replay_dead_letters, replay_failed_batch};
+    let mut summary = if job.dead_letters {
+        replay_dead_letters(store, sink, &job.cfg, &job.filter, Utc::now()).await?
+    } else {
+        ReplaySummary::default()
+    };
+    for event in failed_events {
+        replay_failed_batch(store, sink, &job.cfg, event, Utc::now(), &mut summary).await?;
+    }
+    if job.cfg.window_secs > 0 {
+        let p = PublishConfig {
+            prefix: job.cfg.prefix.clone(),
+            window_secs: job.cfg.window_secs,
+            io_concurrency: job.cfg.io_concurrency,
+            schema_cache: job.cfg.schema_cache.clone(),
+            remove_staged: folder,
+            ..PublishConfig::default()
+        };
+        publish(sink, &p, Which::Everything, Utc::now())
+            .await
+            .context(PUBLISH_AGAIN)?;
+    }
+    Ok(summary)
+}
+
+fn print_replay(s: &kinesis_lake::replay::ReplaySummary) {
+    println!("dead letters        {:>12}", s.dead_letters);
+    println!("moved into the lake {:>12}", s.moved);
+    println!("already in the lake {:>12}", s.already_in_lake);
+    println!("replayed before     {:>12}", s.replayed_before);
+    let stayed: u64 = s.stayed.values().sum();
+    println!("stayed rejected     {:>12}", stayed);
+    for (code, n) in &s.stayed {
+        println!("  {code:<18}{n:>12}");
+    }
+    if s.unreadable_lines > 0 {
+        println!(
+            "unreadable lines    {:>12}   (named in the log)",
+            s.unreadable_lines
+        );
+    }
+    if let Some(c) = &s.failed_batches {
+        println!(
+            "failed batches      {:>12}   records: {} written, {} duplicates, {} rejected",
+            c.records, c.written, c.duplicates, c.rejected
+        );
+    }
+    println!("records failed      {:>12}", s.failed);
 }
 
 /// Prints a text and a newline to stdout; a closed pipe (`| head`) is not an error.

@@ -2,13 +2,13 @@
 
 use std::borrow::Cow;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core::reject::Reject;
 
 /// Where a record came from. It names the record in logs and dead letters, and
 /// its [`Origin::owner`] is the identity the dedup protocol records for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Origin {
     /// A Kinesis record, in a Lambda batch or in a saved Kinesis event document.
@@ -17,10 +17,15 @@ pub enum Origin {
         stream: String,
         /// Shard id, e.g. `shardId-000000000000`.
         shard_id: String,
-        /// The record's sequence number within the shard.
+        /// The record's sequence number within the shard (for a user record
+        /// of a KPL aggregate: the aggregate's).
         sequence_number: String,
+        /// The user record's position in its KPL aggregate (0-based); none
+        /// for a record that is not aggregated.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sub_sequence_number: Option<u64>,
         /// Approximate arrival time at the stream, Unix milliseconds.
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         arrival_ms: Option<i64>,
     },
     /// A line of an NDJSON file read by the CLI.
@@ -49,10 +54,16 @@ impl Origin {
                 stream,
                 shard_id,
                 sequence_number,
+                sub_sequence_number,
                 ..
             } => {
+                use std::fmt::Write as _;
                 for part in ["kinesis:", stream, "/", shard_id, "/", sequence_number] {
                     out.push_str(part);
+                }
+                if let Some(sub) = sub_sequence_number {
+                    // writing to a String cannot fail
+                    let _ = write!(out, ":{sub}");
                 }
             }
             Origin::File { path, line } => {
@@ -70,13 +81,18 @@ impl Origin {
     pub fn from_owner(owner: &str) -> Option<Origin> {
         if let Some(rest) = owner.strip_prefix("kinesis:") {
             let mut parts = rest.rsplitn(3, '/');
-            let sequence_number = parts.next()?.to_string();
+            let last = parts.next()?;
             let shard_id = parts.next()?.to_string();
             let stream = parts.next()?.to_string();
+            let (sequence_number, sub_sequence_number) = match last.split_once(':') {
+                Some((seq, sub)) => (seq.to_string(), Some(sub.parse().ok()?)),
+                None => (last.to_string(), None),
+            };
             return Some(Origin::Kinesis {
                 stream,
                 shard_id,
                 sequence_number,
+                sub_sequence_number,
                 arrival_ms: None,
             });
         }
@@ -93,8 +109,15 @@ impl Origin {
             Origin::Kinesis {
                 shard_id,
                 sequence_number,
+                sub_sequence_number: None,
                 ..
             } => format!("{shard_id} seq {sequence_number}"),
+            Origin::Kinesis {
+                shard_id,
+                sequence_number,
+                sub_sequence_number: Some(sub),
+                ..
+            } => format!("{shard_id} seq {sequence_number} sub {sub}"),
             Origin::File { path, line } => format!("{path}:{line}"),
         }
     }
@@ -144,6 +167,14 @@ mod tests {
                 stream: "s".into(),
                 shard_id: "shardId-000000000001".into(),
                 sequence_number: "4959".into(),
+                sub_sequence_number: None,
+                arrival_ms: None,
+            },
+            Origin::Kinesis {
+                stream: "s".into(),
+                shard_id: "shardId-000000000001".into(),
+                sequence_number: "4959".into(),
+                sub_sequence_number: Some(3),
                 arrival_ms: None,
             },
             Origin::File {
@@ -154,5 +185,27 @@ mod tests {
             assert_eq!(Origin::from_owner(&o.owner()), Some(o));
         }
         assert_eq!(Origin::from_owner("nothing"), None);
+        assert_eq!(Origin::from_owner("kinesis:s/shard/12:x"), None);
+    }
+
+    #[test]
+    fn a_plain_record_keeps_its_owner_and_a_user_record_adds_its_position() {
+        let mut o = Origin::Kinesis {
+            stream: "s".into(),
+            shard_id: "shardId-1".into(),
+            sequence_number: "42".into(),
+            sub_sequence_number: None,
+            arrival_ms: Some(1),
+        };
+        assert_eq!(o.owner(), "kinesis:s/shardId-1/42");
+        if let Origin::Kinesis {
+            sub_sequence_number,
+            ..
+        } = &mut o
+        {
+            *sub_sequence_number = Some(7);
+        }
+        assert_eq!(o.owner(), "kinesis:s/shardId-1/42:7");
+        assert_eq!(o.describe(), "shardId-1 seq 42 sub 7");
     }
 }

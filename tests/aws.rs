@@ -637,6 +637,7 @@ async fn concurrent_writers_with_conflicting_first_types_converge_on_s3() {
                         stream: "s".into(),
                         shard_id: format!("shardId-{w:012}"),
                         sequence_number: format!("{}", 1000 + i),
+                        sub_sequence_number: None,
                         arrival_ms: None,
                     },
                     unreadable: None,

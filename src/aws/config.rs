@@ -16,6 +16,8 @@
 //!   each batch is staged into the window of its start, and the publisher
 //!   writes one file per partition per window. `0`: no staging, each batch
 //!   writes its files at once.
+//! - `CREATED_AT_UNIT` (optional, default `s`): the unit of every event's
+//!   `created_at`: `s`, `ms`, `us` or `ns` (converted to seconds exactly).
 //! - `LAKE_FUNCTION` (optional, default `consume`): `publish` makes the
 //!   function the scheduled publisher (it needs no `DEDUP_TABLE`), with
 //!   `PUBLISH_GRACE_SECONDS` (default 30) and `PUBLISH_TARGET_FILE_MIB`
@@ -251,6 +253,21 @@ pub fn window_secs(env: &dyn Fn(&str) -> Option<String>) -> Result<u32, ConfigEr
                 range.start(),
                 range.end()
             ),
+        }),
+    }
+}
+
+/// The unit producers send `created_at` in (`CREATED_AT_UNIT`: `s`, the
+/// default, `ms`, `us` or `ns`), applied to every event.
+pub fn created_at_unit(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<crate::core::enrich::CreatedAtUnit, ConfigError> {
+    match var(env, "CREATED_AT_UNIT") {
+        None => Ok(crate::core::enrich::CreatedAtUnit::S),
+        Some(v) => crate::core::enrich::CreatedAtUnit::parse(&v).map_err(|_| ConfigError::Invalid {
+            var: "CREATED_AT_UNIT",
+            value: v.clone(),
+            why: "use s (Unix seconds, the default), ms, us or ns: the unit every producer sends created_at in; it is converted to seconds exactly, then range-checked".into(),
         }),
     }
 }
@@ -619,6 +636,23 @@ mod tests {
             &|k| (k == "AWS_ENDPOINT_URL").then(|| "http://127.0.0.1:1".to_string())
         ));
         assert!(!s3_path_style(&|_| None));
+    }
+
+    #[test]
+    fn created_at_unit_defaults_to_seconds_and_refuses_typos() {
+        use crate::core::enrich::CreatedAtUnit;
+        assert_eq!(
+            created_at_unit(&|_| None).expect("default"),
+            CreatedAtUnit::S
+        );
+        let ms = |k: &str| (k == "CREATED_AT_UNIT").then(|| "ms".to_string());
+        assert_eq!(created_at_unit(&ms).expect("ms"), CreatedAtUnit::Ms);
+        let typo = |k: &str| (k == "CREATED_AT_UNIT").then(|| "millis".to_string());
+        let err = created_at_unit(&typo).expect_err("typo").to_string();
+        assert!(
+            err.contains("CREATED_AT_UNIT") && err.contains("ms"),
+            "{err}"
+        );
     }
 
     #[test]

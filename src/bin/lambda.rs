@@ -68,6 +68,7 @@ async fn run() -> anyhow::Result<()> {
     let payload_json = config::payload_json(&env)?;
     let compression = config::compression(&env)?;
     let window_secs = config::window_secs(&env)?;
+    let created_at_unit = config::created_at_unit(&env)?;
     let encode = EncodeOptions {
         payload_json,
         compression,
@@ -105,9 +106,10 @@ async fn run() -> anyhow::Result<()> {
                 io_concurrency: lake.io_concurrency,
                 encode,
                 window_secs,
+                created_at_unit,
                 ..PipelineConfig::default()
             };
-            tracing::info!(lake = %lake.url(), table = %lake.table, ttl_hours = lake.ttl_hours, window_secs, "ready");
+            tracing::info!(lake = %lake.url(), table = %lake.table, ttl_hours = lake.ttl_hours, window_secs, created_at_unit = %created_at_unit, "ready");
             serve(&store, &sink, &cfg, &function_name).await
         }
         LambdaMode::Local { dir } => {
@@ -115,10 +117,11 @@ async fn run() -> anyhow::Result<()> {
                 format!("opening the dedup store in LAKE_DIR={}", dir.display())
             })?;
             let sink = FsSink::new(&dir);
-            tracing::info!(lake = %dir.display(), window_secs, "ready (local folder)");
+            tracing::info!(lake = %dir.display(), window_secs, created_at_unit = %created_at_unit, "ready (local folder)");
             let cfg = PipelineConfig {
                 encode,
                 window_secs,
+                created_at_unit,
                 ..PipelineConfig::default()
             };
             serve(&store, &sink, &cfg, &function_name).await

@@ -270,7 +270,7 @@ pub(crate) fn stats_of(rows: &[&Event<'_>], table: &str) -> crate::core::schema:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::enrich::enrich;
+    use crate::core::enrich::{CreatedAtUnit, enrich};
     use arrow::array::{Array, AsArray, RecordBatch};
     use arrow::datatypes::{DataType, Float64Type, Int64Type};
     use bytes::Bytes;
@@ -284,7 +284,7 @@ mod tests {
     fn encode_with(base: &LakeSchema, lines: &[&str]) -> (RecordBatch, LakeSchema) {
         let events: Vec<Event<'_>> = lines
             .iter()
-            .map(|l| enrich(l.as_bytes()).expect("valid"))
+            .map(|l| enrich(l.as_bytes(), CreatedAtUnit::S).expect("valid"))
             .collect();
         let rows: Vec<&Event<'_>> = events.iter().collect();
         let schema = base
@@ -475,7 +475,7 @@ mod tests {
     #[test]
     fn payload_json_keeps_the_event_as_received_when_asked() {
         let line = ev(r#", "a" : [1, 2.50]"#);
-        let events = [enrich(line.as_bytes()).expect("valid")];
+        let events = [enrich(line.as_bytes(), CreatedAtUnit::S).expect("valid")];
         let rows: Vec<&Event<'_>> = events.iter().collect();
         let schema = LakeSchema::default()
             .plan(&stats_of(&rows, "t"))
@@ -494,7 +494,7 @@ mod tests {
     #[test]
     fn the_file_records_its_schema_version() {
         let line = ev(r#","a":1"#);
-        let events = [enrich(line.as_bytes()).expect("valid")];
+        let events = [enrich(line.as_bytes(), CreatedAtUnit::S).expect("valid")];
         let rows: Vec<&Event<'_>> = events.iter().collect();
         let schema = LakeSchema::default()
             .plan(&stats_of(&rows, "t"))
@@ -516,7 +516,7 @@ mod tests {
     #[test]
     fn an_unplanned_value_is_an_error_not_a_silent_drop() {
         let line = ev(r#","a":1"#);
-        let events = [enrich(line.as_bytes()).expect("valid")];
+        let events = [enrich(line.as_bytes(), CreatedAtUnit::S).expect("valid")];
         let rows: Vec<&Event<'_>> = events.iter().collect();
         let err = encode(
             &rows,

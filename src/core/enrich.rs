@@ -183,10 +183,10 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     String::from_utf8(b.to_vec()).unwrap_or_default()
 }
 
-/// Parses, validates and enriches one event: one pass of the parser over the
-/// bytes, keys borrowed unless escaped, no map or hashing for the usual
-/// 10-30 top-level fields.
-pub fn enrich(json: &[u8]) -> Result<Event<'_>, Reject> {
+/// Parses, validates and enriches one event, its `created_at` read in
+/// `unit`: one pass of the parser over the bytes, keys borrowed unless
+/// escaped, no map or hashing for the usual 10-30 top-level fields.
+pub fn enrich(json: &[u8], unit: CreatedAtUnit) -> Result<Event<'_>, Reject> {
     let fields = match json_from_bytes::<Fields<'_>>(json) {
         Ok(f) => f.0,
         Err(e) => {
@@ -220,7 +220,7 @@ pub fn enrich(json: &[u8]) -> Result<Event<'_>, Reject> {
     let created_raw = created
         .filter(|v| v.get() != "null")
         .ok_or(Reject::Missing("created_at"))?;
-    let when = parse_created_at(created_raw.get())?;
+    let when = parse_created_at(created_raw.get(), unit)?;
 
     let mut parts = event_name.split(':');
     let event_type = parts.next().unwrap_or_default().to_string();
@@ -344,45 +344,143 @@ pub struct CreatedAt {
     pub time: DateTime<Utc>,
 }
 
-/// Parses `created_at` from its JSON literal: a number of Unix seconds, integer
-/// or fractional. Decimal fractions are read digit by digit (to the nanosecond,
-/// no float rounding); exponent forms go through `f64`. Strings are rejected,
-/// numeric ones included: the contract says number, and a guess could file the
-/// event under a wrong date.
-pub fn parse_created_at(raw: &str) -> Result<CreatedAt, Reject> {
+/// The unit producers send `created_at` in: a setting of the lake
+/// (`--created-at-unit`, `CREATED_AT_UNIT`), applied to every event. The
+/// default, seconds, is the contract; a finer unit is converted to seconds
+/// exactly (by moving the decimal point), then checked against the same range.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum CreatedAtUnit {
+    /// Unix seconds (`s`, the default).
+    #[default]
+    S,
+    /// Unix milliseconds (`ms`).
+    Ms,
+    /// Unix microseconds (`us`).
+    Us,
+    /// Unix nanoseconds (`ns`).
+    Ns,
+}
+
+impl CreatedAtUnit {
+    /// Every unit, coarsest first.
+    pub const ALL: [CreatedAtUnit; 4] = [
+        CreatedAtUnit::S,
+        CreatedAtUnit::Ms,
+        CreatedAtUnit::Us,
+        CreatedAtUnit::Ns,
+    ];
+
+    /// Reads a setting: `s`, `ms`, `us` or `ns`.
+    pub fn parse(text: &str) -> Result<CreatedAtUnit, String> {
+        let t = text.trim();
+        CreatedAtUnit::ALL
+            .into_iter()
+            .find(|u| u.code() == t)
+            .ok_or_else(|| {
+                format!(
+                    "the created_at unit must be s (seconds, the default), ms, us or ns, got {text:?}"
+                )
+            })
+    }
+
+    /// The setting's text: `s`, `ms`, `us` or `ns`.
+    pub fn code(self) -> &'static str {
+        match self {
+            CreatedAtUnit::S => "s",
+            CreatedAtUnit::Ms => "ms",
+            CreatedAtUnit::Us => "us",
+            CreatedAtUnit::Ns => "ns",
+        }
+    }
+
+    /// The unit's name in messages: `seconds`, `milliseconds`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            CreatedAtUnit::S => "seconds",
+            CreatedAtUnit::Ms => "milliseconds",
+            CreatedAtUnit::Us => "microseconds",
+            CreatedAtUnit::Ns => "nanoseconds",
+        }
+    }
+
+    /// Whether this is the default (seconds), for serde's `skip_serializing_if`.
+    pub fn is_seconds(&self) -> bool {
+        *self == CreatedAtUnit::S
+    }
+
+    /// Decimal digits between this unit and a second (0, 3, 6 or 9).
+    fn digits(self) -> usize {
+        self as usize * 3
+    }
+}
+
+impl std::fmt::Display for CreatedAtUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A JSON number literal in a unit `digits` decimal places finer than
+/// seconds, rewritten in seconds by moving its decimal point (exact: no
+/// float arithmetic). `None` for text that is no number literal.
+fn to_seconds_literal(raw: &str, digits: usize) -> Option<String> {
+    if digits == 0 {
+        return Some(raw.to_string());
+    }
+    if let Some(at) = raw.find(['e', 'E']) {
+        let exp: i64 = raw[at + 1..].parse().ok()?;
+        return Some(format!("{}e{}", &raw[..at], exp - digits as i64));
+    }
+    let (sign, unsigned) = match raw.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", raw),
+    };
+    let (int_part, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    if int_part.is_empty()
+        || !int_part
+            .bytes()
+            .chain(frac.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let padded = format!(
+        "{}{int_part}",
+        "0".repeat(digits.saturating_sub(int_part.len()))
+    );
+    let (whole, moved) = padded.split_at(padded.len() - digits);
+    let whole = if whole.is_empty() { "0" } else { whole };
+    Some(format!("{sign}{whole}.{moved}{frac}"))
+}
+
+/// Parses `created_at` from its JSON literal: a number of Unix seconds (or of
+/// `unit`, converted to seconds first), integer or fractional. Decimal
+/// fractions are read digit by digit (to the nanosecond, no float rounding);
+/// exponent forms go through `f64`. Strings are rejected, numeric ones
+/// included: the contract says number, and a guess could file the event under
+/// a wrong date. The range is checked on the value in seconds.
+pub fn parse_created_at(raw: &str, unit: CreatedAtUnit) -> Result<CreatedAt, Reject> {
     let first = raw.as_bytes().first().copied();
     if !matches!(first, Some(b'-' | b'0'..=b'9')) {
         return Err(Reject::WrongType {
             field: "created_at",
-            expected: "a number of Unix seconds",
+            expected: match unit {
+                CreatedAtUnit::S => "a number of Unix seconds",
+                CreatedAtUnit::Ms => "a number of Unix milliseconds",
+                CreatedAtUnit::Us => "a number of Unix microseconds",
+                CreatedAtUnit::Ns => "a number of Unix nanoseconds",
+            },
             found: format!("{} ({})", json_kind(raw), clip(raw)),
         });
     }
-    let out_of_range = || {
-        let scale = [
-            (1_000u64, "milliseconds"),
-            (1_000_000, "microseconds"),
-            (1_000_000_000, "nanoseconds"),
-        ];
-        let v: f64 = raw.parse().unwrap_or(f64::INFINITY);
-        for (div, unit) in scale {
-            let s = v / div as f64;
-            if v >= MAX_CREATED_AT as f64 && s < MAX_CREATED_AT as f64 && s >= 0.0 {
-                return Reject::CreatedAtNotSeconds {
-                    value: clip(raw),
-                    unit,
-                    divisor: div,
-                };
-            }
-        }
-        Reject::CreatedAtOutOfRange {
-            value: clip(raw),
-            min: MIN_CREATED_AT,
-            max: MAX_CREATED_AT,
-        }
-    };
-    let (secs, nanos) = if raw.contains(['e', 'E']) {
-        let v: f64 = raw.parse().map_err(|_| out_of_range())?;
+    let out_of_range = || out_of_range(raw, unit);
+    let seconds_literal = to_seconds_literal(raw, unit.digits()).ok_or_else(out_of_range)?;
+    let raw_seconds = seconds_literal.as_str();
+    let (secs, nanos) = if raw_seconds.contains(['e', 'E']) {
+        let v: f64 = raw_seconds.parse().map_err(|_| out_of_range())?;
         if !v.is_finite() || v < MIN_CREATED_AT as f64 || v >= MAX_CREATED_AT as f64 {
             return Err(out_of_range());
         }
@@ -394,13 +492,16 @@ pub fn parse_created_at(raw: &str) -> Result<CreatedAt, Reject> {
             (micros % 1_000_000) as u32 * 1000,
         )
     } else {
-        let (int_part, frac) = raw.split_once('.').unwrap_or((raw, ""));
+        let (int_part, frac) = raw_seconds.split_once('.').unwrap_or((raw_seconds, ""));
         let whole: i64 = int_part.parse().map_err(|_| out_of_range())?;
+        if !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(out_of_range());
+        }
         let mut nanos: u32 = 0;
         for (i, d) in frac.bytes().take(9).enumerate() {
             nanos += u32::from(d - b'0') * 10u32.pow(8 - i as u32);
         }
-        if raw.starts_with('-') && nanos > 0 {
+        if raw_seconds.starts_with('-') && nanos > 0 {
             (whole - 1, 1_000_000_000 - nanos)
         } else {
             (whole, nanos)
@@ -410,8 +511,37 @@ pub fn parse_created_at(raw: &str) -> Result<CreatedAt, Reject> {
         return Err(out_of_range());
     }
     let time = DateTime::from_timestamp(secs, nanos).ok_or_else(out_of_range)?;
-    let seconds = raw.parse::<f64>().map_err(|_| out_of_range())?;
+    let seconds = raw_seconds.parse::<f64>().map_err(|_| out_of_range())?;
     Ok(CreatedAt { seconds, time })
+}
+
+/// Why a `created_at` (as sent, in `unit`) is out of range: a finer unit
+/// when the value would be in range in one ([`Reject::CreatedAtNotSeconds`]),
+/// else [`Reject::CreatedAtOutOfRange`].
+fn out_of_range(raw: &str, unit: CreatedAtUnit) -> Reject {
+    let seconds: f64 = to_seconds_literal(raw, unit.digits())
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(f64::INFINITY);
+    let finer = CreatedAtUnit::ALL.into_iter().skip(unit as usize + 1);
+    for looks in finer {
+        let divisor = 10u64.pow((looks.digits() - unit.digits()) as u32);
+        let s = seconds / divisor as f64;
+        if seconds >= MAX_CREATED_AT as f64 && (0.0..MAX_CREATED_AT as f64).contains(&s) {
+            return Reject::CreatedAtNotSeconds {
+                value: clip(raw),
+                unit: looks.name(),
+                setting: looks.code(),
+                expected: unit.name(),
+                divisor,
+            };
+        }
+    }
+    Reject::CreatedAtOutOfRange {
+        value: clip(raw),
+        unit: unit.name(),
+        min: MIN_CREATED_AT,
+        max: MAX_CREATED_AT,
+    }
 }
 
 #[cfg(test)]
@@ -419,11 +549,11 @@ mod tests {
     use super::*;
 
     fn ok(json: &str) -> Event<'_> {
-        enrich(json.as_bytes()).expect("valid event")
+        enrich(json.as_bytes(), CreatedAtUnit::S).expect("valid event")
     }
 
     fn err(json: &str) -> Reject {
-        enrich(json.as_bytes()).expect_err("rejected")
+        enrich(json.as_bytes(), CreatedAtUnit::S).expect_err("rejected")
     }
 
     #[test]
@@ -557,10 +687,10 @@ mod tests {
 
     #[test]
     fn range_bounds_are_inclusive_below_and_exclusive_above() {
-        assert!(parse_created_at(&MIN_CREATED_AT.to_string()).is_ok());
-        assert!(parse_created_at(&(MIN_CREATED_AT - 1).to_string()).is_err());
-        assert!(parse_created_at(&(MAX_CREATED_AT - 1).to_string()).is_ok());
-        assert!(parse_created_at(&MAX_CREATED_AT.to_string()).is_err());
+        assert!(parse_created_at(&MIN_CREATED_AT.to_string(), CreatedAtUnit::S).is_ok());
+        assert!(parse_created_at(&(MIN_CREATED_AT - 1).to_string(), CreatedAtUnit::S).is_err());
+        assert!(parse_created_at(&(MAX_CREATED_AT - 1).to_string(), CreatedAtUnit::S).is_ok());
+        assert!(parse_created_at(&MAX_CREATED_AT.to_string(), CreatedAtUnit::S).is_err());
     }
 
     #[test]
@@ -573,8 +703,113 @@ mod tests {
 
     #[test]
     fn a_byte_order_mark_is_named_as_the_cause() {
-        let r = enrich(b"\xEF\xBB\xBF{\"event_uuid\":\"a\"}").expect_err("rejected");
+        let r =
+            enrich(b"\xEF\xBB\xBF{\"event_uuid\":\"a\"}", CreatedAtUnit::S).expect_err("rejected");
         assert_eq!(r.code(), "invalid_json");
         assert!(r.to_string().contains("byte-order mark"), "{r}");
+    }
+
+    fn at(raw: &str, unit: CreatedAtUnit) -> Result<String, Reject> {
+        parse_created_at(raw, unit).map(|c| rfc3339(c.time))
+    }
+
+    #[test]
+    fn a_finer_unit_moves_the_decimal_point_exactly() {
+        use CreatedAtUnit::*;
+        for (raw, unit, want) in [
+            ("1710670530123", Ms, "2024-03-17T10:15:30.123Z"),
+            ("1710670530123.456", Ms, "2024-03-17T10:15:30.123456Z"),
+            ("1710670530123456", Us, "2024-03-17T10:15:30.123456Z"),
+            ("1710670530123456789", Ns, "2024-03-17T10:15:30.123456789Z"),
+            ("1710670530000", Ms, "2024-03-17T10:15:30Z"),
+            ("1500", Ms, "1970-01-01T00:00:01.500Z"),
+            ("7", Ms, "1970-01-01T00:00:00.007Z"),
+            ("0", Ns, "1970-01-01T00:00:00Z"),
+            ("-500", Ms, "1969-12-31T23:59:59.500Z"),
+            ("-0.5", Ms, "1969-12-31T23:59:59.999500Z"),
+            ("1.710670530123e12", Ms, "2024-03-17T10:15:30.123Z"),
+            ("1710670530", S, "2024-03-17T10:15:30Z"),
+        ] {
+            assert_eq!(at(raw, unit).expect(raw), want, "{raw} {unit}");
+        }
+        // the double is the nearest to the exact decimal, not a rounded quotient
+        let c = parse_created_at("1710670530123", Ms).expect("ms");
+        assert_eq!(c.seconds, 1710670530.123);
+    }
+
+    #[test]
+    fn the_range_is_checked_after_conversion() {
+        use CreatedAtUnit::*;
+        let max_ms = format!("{}000", MAX_CREATED_AT);
+        let below_ms = format!("{}999", MAX_CREATED_AT - 1);
+        assert!(at(&below_ms, Ms).is_ok());
+        // 10^14 ms: year 5138 exactly, refused (it would be 1973 in microseconds)
+        assert_eq!(
+            at(&max_ms, Ms).expect_err("max").code(),
+            "created_at_not_seconds"
+        );
+        assert_eq!(
+            at("1e30", Ms).expect_err("far").code(),
+            "created_at_out_of_range"
+        );
+        let min_ns = format!("{}000000000", MIN_CREATED_AT);
+        assert!(at(&min_ns, Ns).is_ok());
+        let below_min = format!("{}000000001", MIN_CREATED_AT);
+        assert_eq!(
+            at(&below_min, Ns).expect_err("min").code(),
+            "created_at_out_of_range"
+        );
+        // microseconds sent where milliseconds are configured: named as such
+        let r = at("1710670530123456", Ms).expect_err("us as ms");
+        assert_eq!(r.code(), "created_at_not_seconds");
+        let text = r.to_string();
+        assert!(text.contains("microseconds"), "{text}");
+        assert!(text.contains("expected Unix milliseconds"), "{text}");
+        assert!(text.contains("divide by 1000"), "{text}");
+        assert!(text.contains("CREATED_AT_UNIT=us"), "{text}");
+        // nothing finer than nanoseconds to suggest
+        assert_eq!(
+            at("1e30", Ns).expect_err("far").code(),
+            "created_at_out_of_range"
+        );
+        // the unit still wants a number
+        let r = at("\"1710670530123\"", Ms).expect_err("string");
+        assert!(r.to_string().contains("Unix milliseconds"), "{r}");
+    }
+
+    #[test]
+    fn milliseconds_in_seconds_mode_name_the_setting_to_use() {
+        let r = err(r#"{"event_uuid":"u","event_name":"a","created_at":1710670530000}"#);
+        let text = r.to_string();
+        assert!(text.contains("--created-at-unit ms"), "{text}");
+        assert!(
+            text.contains("kinesis-lake replay --created-at-unit ms"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn units_parse_from_their_codes_only() {
+        for u in CreatedAtUnit::ALL {
+            assert_eq!(CreatedAtUnit::parse(u.code()), Ok(u));
+        }
+        assert!(CreatedAtUnit::parse("millis").is_err());
+        assert!(CreatedAtUnit::parse("").is_err());
+        let e = enrich(
+            br#"{"event_uuid":"u","event_name":"a:b","created_at":1710670530250}"#,
+            CreatedAtUnit::Ms,
+        )
+        .expect("ms event");
+        assert_eq!(e.created_datetime, "2024-03-17T10:15:30.250Z");
+        assert_eq!(e.created_at, 1710670530.25);
+    }
+
+    #[test]
+    fn a_literal_that_is_no_number_is_out_of_range_not_a_panic() {
+        for unit in CreatedAtUnit::ALL {
+            for raw in ["1.5x", "-", "1e", "--1", "1.2.3"] {
+                assert!(parse_created_at(raw, unit).is_err(), "{raw} {unit}");
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod decode;
 pub mod dedup;
 pub mod encode;
 pub mod enrich;
+pub mod kpl;
 pub mod parquet_file;
 pub mod partition;
 pub mod pipeline;

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::core::dedup::{Claim, ClaimOutcome, DedupStore, Holder, Resolution, Transfer, resolve};
 use crate::core::encode::{EncodeOptions, add_table_stats, encode};
-use crate::core::enrich::{Event, enrich};
+use crate::core::enrich::{CreatedAtUnit, Event, enrich};
 use crate::core::partition::{PartitionKey, data_object_key, error_object_key};
 use crate::core::publish;
 use crate::core::registry::{self, SchemaCache};
@@ -58,6 +58,10 @@ pub struct PipelineConfig {
     /// staging object into the window of its start, and the publisher turns
     /// each closed window into one file per partition ([`crate::core::publish`]).
     pub window_secs: u32,
+    /// The unit of every event's `created_at` (seconds by default). Staged
+    /// batches record it in their staging object, so that the publisher
+    /// reads them the same way.
+    pub created_at_unit: CreatedAtUnit,
 }
 
 /// Whether a batch encodes its files while its claims are in flight. On at
@@ -94,6 +98,7 @@ impl Default for PipelineConfig {
             schema_cache: SchemaCache::default(),
             encode_ahead: EncodeAhead::default(),
             window_secs: 0,
+            created_at_unit: CreatedAtUnit::S,
         }
     }
 }
@@ -257,7 +262,9 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     let decoded: Vec<Result<Cow<'_, [u8]>, Reject>> =
         map_parallel(records, parallel, RawRecord::decode);
     let enriched: Vec<Result<Event<'_>, Reject>> = map_parallel(&decoded, parallel, |d| {
-        d.as_ref().map_err(Clone::clone).and_then(|b| enrich(b))
+        d.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|b| enrich(b, cfg.created_at_unit))
     });
     let mut events: Vec<Option<Event<'_>>> = Vec::with_capacity(n);
     let mut rejects: Vec<(usize, Reject)> = Vec::new();
@@ -826,6 +833,7 @@ fn staging_file(
     encode_staging(
         &window,
         &now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        cfg.created_at_unit,
         &parts,
     )
 }
@@ -1166,6 +1174,7 @@ mod tests {
                 stream: "s".into(),
                 shard_id: "shardId-1".into(),
                 sequence_number: "9".into(),
+                sub_sequence_number: None,
                 arrival_ms: None,
             },
             unreadable: None,

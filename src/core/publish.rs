@@ -31,7 +31,7 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use crate::core::encode::{EncodeOptions, add_table_stats, encode};
-use crate::core::enrich::{Event, enrich};
+use crate::core::enrich::{CreatedAtUnit, Event, enrich};
 use crate::core::partition::{PartitionKey, error_object_key, join_prefix};
 use crate::core::registry::{self, SchemaCache};
 use crate::core::reject::Reject;
@@ -496,9 +496,9 @@ async fn carry_out<O: ObjectSink>(
     let mut rows: Vec<Event<'_>> = Vec::new();
     let mut rejects: Vec<(String, &[u8], Reject)> = Vec::new();
     let mut duplicates = 0u64;
-    for (key, section, bytes) in &sections {
+    for (key, unit, section, bytes) in &sections {
         for staged in section_events(key, section, bytes)? {
-            match enrich(staged.json) {
+            match enrich(staged.json, *unit) {
                 Ok(event) if !seen.insert(event.event_uuid.to_string()) => duplicates += 1,
                 Ok(event) => rows.push(event),
                 Err(reject) => rejects.push((staged.owner.to_string(), staged.json, reject)),
@@ -593,15 +593,22 @@ async fn read_staging<O: ObjectSink>(
     Ok(objects)
 }
 
+/// A decompressed section: its object's key, the `created_at` unit its
+/// consumer read the events in, the section, and its bytes.
+type Decompressed = (
+    String,
+    CreatedAtUnit,
+    crate::core::staging::Section,
+    Vec<u8>,
+);
+
 /// Every section of the staging objects, decompressed, in order.
-fn decompress(
-    objects: &[(String, Header, Bytes)],
-) -> Result<Vec<(String, crate::core::staging::Section, Vec<u8>)>, StagingError> {
+fn decompress(objects: &[(String, Header, Bytes)]) -> Result<Vec<Decompressed>, StagingError> {
     let mut out = Vec::new();
     for (key, header, body) in objects {
         for section in &header.sections {
             let bytes = section_bytes(key, body, section)?;
-            out.push((key.clone(), section.clone(), bytes));
+            out.push((key.clone(), header.created_at_unit, section.clone(), bytes));
         }
     }
     Ok(out)
@@ -906,6 +913,32 @@ mod tests {
             .map(|(k, _)| k)
             .filter(|k| k.starts_with("_staging/"))
             .collect()
+    }
+
+    #[tokio::test]
+    async fn the_publisher_reads_created_at_in_the_unit_the_consumer_staged_with() {
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        let batch = vec![RawRecord::new(
+            br#"{"event_uuid":"ms1","event_name":"a:x","created_at":1710670530250}"#.to_vec(),
+            Origin::File {
+                path: "/ms".into(),
+                line: 1,
+            },
+        )];
+        let cfg = PipelineConfig {
+            created_at_unit: CreatedAtUnit::Ms,
+            ..staged_cfg()
+        };
+        let o = run_batch(&batch, &store, &sink, &cfg, at(T0 + 10)).await;
+        assert_eq!((o.counts.written, o.counts.rejected), (1, 0));
+        // the publisher has no unit setting of its own: the staging header's wins
+        let p = publish(&sink, &pub_cfg(), Which::Closed, at(T0 + 340))
+            .await
+            .expect("publish");
+        assert_eq!((p.events, p.rejected), (1, 0));
+        let files = lake(&sink);
+        let key = files.keys().next().expect("one file");
+        assert!(key.contains("event_date=2024-03-17"), "{key}");
     }
 
     #[tokio::test]

@@ -38,6 +38,13 @@ pub enum Reject {
         "record data is not base64 ({0}); Lambda delivers a Kinesis record's data base64-encoded, so the producer's bytes cannot be recovered: the dead letter keeps the text as it was in the document"
     )]
     NotBase64(String),
+    /// A KPL-aggregated record that fails a check of its format (MD5, the
+    /// protobuf message, an index into its key tables): the whole aggregate
+    /// is dead-lettered, none of its user records is used.
+    #[error(
+        "record data is a KPL aggregate (magic F3 89 9A C2) that cannot be unpacked: {0}; none of its user records was used, and this dead letter keeps the whole aggregate"
+    )]
+    BadAggregate(String),
     /// An input file's gzip stream breaks off (truncated or corrupt): what
     /// follows the break cannot be decompressed.
     #[error(
@@ -102,28 +109,35 @@ pub enum Reject {
         /// The limit.
         max: usize,
     },
-    /// `created_at` looks like milliseconds (or micro/nanoseconds).
+    /// `created_at` is too large for the configured unit and looks like a
+    /// finer one (milliseconds sent where seconds were expected).
     #[error(
-        "field `created_at` is {value}, which looks like {unit} since 1970; expected Unix seconds (divide by {divisor})"
+        "field `created_at` is {value}, which looks like {unit} since 1970; expected Unix {expected} (divide by {divisor}). If this producer always sends {unit}, set the created_at unit to {setting} (--created-at-unit {setting}, CREATED_AT_UNIT={setting}) and replay the dead letters (kinesis-lake replay --created-at-unit {setting})"
     )]
     CreatedAtNotSeconds {
         /// The value as sent.
         value: String,
-        /// `milliseconds`, `microseconds` or `nanoseconds`.
+        /// What it looks like: `milliseconds`, `microseconds` or `nanoseconds`.
         unit: &'static str,
+        /// The setting of that unit: `ms`, `us` or `ns`.
+        setting: &'static str,
+        /// The configured unit's name (`seconds` by default).
+        expected: &'static str,
         /// What to divide by.
         divisor: u64,
     },
-    /// `created_at` is outside the accepted range.
+    /// `created_at` is outside the accepted range (after conversion to seconds).
     #[error(
-        "field `created_at` is {value}, outside the accepted range of Unix seconds ({min} = 0001-01-01 to {max} = 5138-11-16)"
+        "field `created_at` is {value} (Unix {unit}), outside the accepted range: from 0001-01-01 ({min} s) up to, not including, 5138-11-16 ({max} s)"
     )]
     CreatedAtOutOfRange {
         /// The value as sent.
         value: String,
-        /// Lowest accepted value.
+        /// The configured unit's name.
+        unit: &'static str,
+        /// Lowest accepted value, seconds.
         min: i64,
-        /// Highest accepted value (exclusive).
+        /// Highest accepted value (exclusive), seconds.
         max: i64,
     },
 }
@@ -134,6 +148,7 @@ impl Reject {
         match self {
             Reject::Gzip(_) => "bad_gzip",
             Reject::NotBase64(_) => "not_base64",
+            Reject::BadAggregate(_) => "bad_aggregate",
             Reject::CorruptInput { .. } => "corrupt_input",
             Reject::TooLarge { .. } => "too_large",
             Reject::InvalidJson(_) => "invalid_json",

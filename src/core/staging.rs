@@ -15,6 +15,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::enrich::CreatedAtUnit;
+
 /// The first bytes of every staging object.
 pub const MAGIC: &[u8; 8] = b"KLSTAGE1";
 
@@ -37,6 +39,10 @@ pub struct Header {
     pub staged_at: String,
     /// Events in it.
     pub rows: u64,
+    /// The unit the consumer read `created_at` in; the publisher reads the
+    /// events the same way. Absent (objects of earlier versions): seconds.
+    #[serde(default, skip_serializing_if = "CreatedAtUnit::is_seconds")]
+    pub created_at_unit: CreatedAtUnit,
     /// Its sections, in partition order.
     pub sections: Vec<Section>,
 }
@@ -63,11 +69,13 @@ pub struct Staged<'a> {
     pub json: &'a [u8],
 }
 
-/// Builds a staging object from each partition's events, in order. Fails
-/// only for a section over 4 GiB (batches are far smaller).
+/// Builds a staging object from each partition's events, in order, their
+/// `created_at` read in `unit`. Fails only for a section over 4 GiB
+/// (batches are far smaller).
 pub fn encode_staging(
     window: &str,
     staged_at: &str,
+    unit: CreatedAtUnit,
     partitions: &[(String, Vec<Staged<'_>>)],
 ) -> Result<Vec<u8>, String> {
     let mut sections = Vec::with_capacity(partitions.len());
@@ -93,6 +101,7 @@ pub fn encode_staging(
     let mut header = Header {
         window: window.to_string(),
         staged_at: staged_at.to_string(),
+        created_at_unit: unit,
         rows: partitions.iter().map(|(_, e)| e.len() as u64).sum(),
         sections,
     };
@@ -249,8 +258,13 @@ mod tests {
                 vec![staged("kinesis:s/shard/42", "{\"é\":\"\\u0000\"}")],
             ),
         ];
-        let obj =
-            encode_staging("20240317T101500Z", "2024-03-17T10:15:31Z", &parts).expect("staged");
+        let obj = encode_staging(
+            "20240317T101500Z",
+            "2024-03-17T10:15:31Z",
+            CreatedAtUnit::S,
+            &parts,
+        )
+        .expect("staged");
         let header = read_header("k", &obj).expect("header");
         assert_eq!(header.rows, 3);
         assert_eq!(header.window, "20240317T101500Z");
@@ -276,7 +290,7 @@ mod tests {
             "p".to_string(),
             vec![staged("o", "{\"a\":1}"), staged("o2", "{\"a\":2}")],
         )];
-        let obj = encode_staging("w", "t", &parts).expect("staged");
+        let obj = encode_staging("w", "t", CreatedAtUnit::S, &parts).expect("staged");
         assert!(read_header("k", &obj[..obj.len() - 3]).is_err());
         assert!(read_header("k", b"PAR1....").is_err());
         let header = read_header("k", &obj).expect("header");
@@ -285,5 +299,30 @@ mod tests {
         let bytes = section_bytes("k", &obj, &header.sections[0]).expect("bytes");
         assert!(section_events("k", &wrong, &bytes).is_err());
         assert!(section_events("k", &header.sections[0], &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn the_created_at_unit_is_recorded_and_absent_means_seconds() {
+        let parts = vec![(
+            "event_type=a/event_subtype=b/event_date=2024-03-17".to_string(),
+            vec![Staged {
+                owner: "o",
+                json: b"{}",
+            }],
+        )];
+        let obj = encode_staging("w", "t", CreatedAtUnit::Ms, &parts).expect("staged");
+        assert_eq!(
+            read_header("k", &obj).expect("header").created_at_unit,
+            CreatedAtUnit::Ms
+        );
+        // seconds is not written, so objects of earlier versions read the same
+        let obj = encode_staging("w", "t", CreatedAtUnit::S, &parts).expect("staged");
+        let len = u32::from_le_bytes([obj[8], obj[9], obj[10], obj[11]]) as usize;
+        let header = std::str::from_utf8(&obj[12..12 + len]).expect("utf-8");
+        assert!(!header.contains("created_at_unit"), "{header}");
+        assert_eq!(
+            read_header("k", &obj).expect("header").created_at_unit,
+            CreatedAtUnit::S
+        );
     }
 }

@@ -242,6 +242,7 @@ fn origin_of(line: &serde_json::Value) -> Option<Origin> {
             stream: text("stream")?,
             shard_id: text("shard_id")?,
             sequence_number: text("sequence_number")?,
+            sub_sequence_number: o.get("sub_sequence_number").and_then(|v| v.as_u64()),
             arrival_ms: None,
         }),
         _ => None,
@@ -265,7 +266,7 @@ fn staged_claims(path: &Path, key: &str) -> Result<Vec<(String, String)>, Rebuil
         let bytes = section_bytes(key, &body, section).map_err(|e| read_err(e.to_string()))?;
         for staged in section_events(key, section, &bytes).map_err(|e| read_err(e.to_string()))? {
             // a staged event passed validation when it was staged
-            if let Ok(event) = crate::core::enrich::enrich(staged.json) {
+            if let Ok(event) = crate::core::enrich::enrich(staged.json, header.created_at_unit) {
                 out.push((event.event_uuid.into_owned(), staged.owner.to_string()));
             }
         }
