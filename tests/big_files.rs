@@ -40,12 +40,12 @@ fn payload(i: usize) -> Payload {
     // a spread that is not monotonic, so each row group has its own range
     let x = (i as i64 * 7919) % 100_003 - 50_000;
     Payload {
-        flag: (i % 5 != 0).then_some(i % 3 == 0),
+        flag: (!i.is_multiple_of(5)).then_some(i.is_multiple_of(3)),
         count: x,
         price: (x as f64) * 0.25 + 0.125,
         city: cities[(i * 31) % cities.len()],
         note: format!("note-{:07}-{}", (i * 104_729) % 9_999_991, i % 97),
-        maybe: (i % 3 == 0).then_some(x * 3),
+        maybe: i.is_multiple_of(3).then_some(x * 3),
     }
 }
 
