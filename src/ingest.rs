@@ -166,7 +166,7 @@ pub async fn ingest<S: DedupStore, O: ObjectSink>(
             if failures.len() < 20 {
                 failures.push(FailedRecordReport {
                     record: batch[f.index].origin.describe(),
-                    reason: f.reason,
+                    reason: f.reason.to_string(),
                 });
             }
         }

@@ -337,7 +337,7 @@ mod tests {
         let outcome = BatchOutcome {
             failed: vec![FailedRecord {
                 index: 1,
-                reason: "x".into(),
+                reason: crate::core::pipeline::Failure::Internal("x"),
             }],
             ..Default::default()
         };
@@ -516,7 +516,7 @@ mod tests {
         let recs = raw_records(document(&[("20", b"{}".to_vec()), ("21", agg)])).expect("records");
         let failed = |index| FailedRecord {
             index,
-            reason: "x".into(),
+            reason: crate::core::pipeline::Failure::Internal("x"),
         };
         let outcome = BatchOutcome {
             failed: vec![failed(1), failed(3)],

@@ -255,7 +255,7 @@ async fn replay_file<S: DedupStore, O: ObjectSink>(
             if summary.failures.len() < 20 {
                 summary.failures.push(FailedRecordReport {
                     record: chunk[f.index].origin.describe(),
-                    reason: f.reason.clone(),
+                    reason: f.reason.to_string(),
                 });
             }
         }
@@ -355,7 +355,7 @@ pub async fn replay_failed_batch<S: DedupStore, O: ObjectSink>(
         if summary.failures.len() < 20 {
             summary.failures.push(FailedRecordReport {
                 record: records[f.index].origin.describe(),
-                reason: f.reason.clone(),
+                reason: f.reason.to_string(),
             });
         }
     }

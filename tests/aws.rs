@@ -237,7 +237,11 @@ async fn case3_the_nth_put_fails_then_the_resend_lands_once() {
         let event = fixture("small-batch.json");
         let sink = FaultySink::new(&lake.sink, SinkFault::FailPutNumber(n));
         let out = lake.invoke(&event, &lake.store, &sink).await;
-        assert_eq!(sink.puts(), 8, "7 partitions and the dead letters");
+        assert_eq!(
+            sink.puts(),
+            9,
+            "7 partitions, the dead letters, then the schema summary (_common_metadata)"
+        );
         assert!(out.outcome.counts.failed > 0, "put {n} failed");
         let next = resend_from_lowest(&event, &out.response).expect("a re-send");
         let retry = lake.invoke_real(&next).await;
@@ -361,7 +365,10 @@ async fn case5_a_timeout_with_puts_in_flight_then_the_retry_lands_nothing_twice(
         .await;
     assert_eq!(out.outcome.counts.failed, 19, "{:?}", out.outcome.counts);
     assert!(
-        out.outcome.failed[0].reason.contains("deadline"),
+        out.outcome.failed[0]
+            .reason
+            .to_string()
+            .contains("deadline"),
         "{:?}",
         out.outcome.failed[0]
     );

@@ -66,7 +66,7 @@ async fn s3_stops_mid_batch_then_the_resend_lands_every_event_once() {
         3
     );
     assert!(out.outcome.counts.failed > 0);
-    let reason = &out.outcome.failed[0].reason;
+    let reason = out.outcome.failed[0].reason.to_string();
     assert!(reason.contains("cannot reach S3"), "{reason}");
 
     ctl(&["start", "s3"]);
@@ -202,6 +202,7 @@ async fn dynamodb_down_then_the_function_and_the_cli_land_every_event_once() {
     assert!(
         out.outcome.failed[0]
             .reason
+            .to_string()
             .contains("cannot reach DynamoDB"),
         "{:?}",
         out.outcome.failed[0]

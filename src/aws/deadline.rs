@@ -231,7 +231,11 @@ mod tests {
         )
         .await;
         assert_eq!(o.counts.failed, 3);
-        assert!(o.failed[0].reason.contains("deadline"), "{:?}", o.failed);
+        assert!(
+            o.failed[0].reason.to_string().contains("deadline"),
+            "{:?}",
+            o.failed
+        );
         assert!(store.holder("u0").is_none(), "no claim was attempted");
         assert!(sink.objects().is_empty());
     }

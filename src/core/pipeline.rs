@@ -158,8 +158,73 @@ pub struct WrittenFile {
 pub struct FailedRecord {
     /// Index in the batch.
     pub index: usize,
-    /// Why, and what happens next.
-    pub reason: String,
+    /// Why, and what happens next (its `Display` is the sentence logged).
+    pub reason: Failure,
+}
+
+/// Why a record was not durably handled. Each is retried (Lambda re-sends
+/// from the lowest failed sequence number; the CLI asks to run again), and
+/// the claims make the retry land the record once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Failure {
+    /// The dedup store did not answer its claim: the outcome is unknown.
+    #[error("{0}")]
+    Unknown(String),
+    /// A claim destined for the same file has an unknown outcome, so the file
+    /// is not written (a retry would take its existence for a commit).
+    #[error("not written: a claim for file {file} has an unknown outcome ({why}); retry")]
+    UnknownClaim {
+        /// The file not written.
+        file: String,
+        /// The store's error.
+        why: String,
+    },
+    /// Another writer holds its `event_uuid` within the lease.
+    #[error(
+        "event_uuid is claimed by {holder} since {since} and its file {file} has not landed yet; retry later"
+    )]
+    HeldElsewhere {
+        /// The holder's owner.
+        holder: String,
+        /// When it claimed, Unix seconds.
+        since: i64,
+        /// The file it is destined for.
+        file: String,
+    },
+    /// The claim changed while it was being taken over.
+    #[error("the claim changed while taking it over (now held by {holder}); retry")]
+    TakeoverLost {
+        /// The new holder.
+        holder: String,
+    },
+    /// Whether the holder's file exists could not be checked.
+    #[error("could not check whether {file} holds this event: {why}")]
+    CannotCheck {
+        /// The holder's file.
+        file: String,
+        /// The sink's error.
+        why: String,
+    },
+    /// The batch's staging object could not be named (the sink failed).
+    #[error("not staged: {0}; retry")]
+    NotStaged(String),
+    /// The lake schema could not be committed.
+    #[error("not written: {0}")]
+    Schema(String),
+    /// Its file could not be encoded.
+    #[error("{0}")]
+    Encode(String),
+    /// Its file could not be written.
+    #[error("writing {file} failed: {why}; retry")]
+    Write {
+        /// The file's key.
+        file: String,
+        /// The sink's error.
+        why: String,
+    },
+    /// A bug: the record was left without an outcome.
+    #[error("internal: {0}; retry")]
+    Internal(&'static str),
 }
 
 /// The result of one batch.
@@ -179,6 +244,7 @@ pub struct BatchOutcome {
     pub sink_ms: u64,
 }
 
+/// Where one record of the batch stands.
 #[derive(Debug)]
 enum State {
     Pending,
@@ -187,7 +253,7 @@ enum State {
     /// The claim's outcome is unknown: its destination file must not be
     /// written, or a retry would take the file's existence for a commit.
     Unknown(String),
-    Failed(String),
+    Failed(Failure),
     Written,
 }
 
@@ -228,6 +294,9 @@ fn reject_claim_key(owner: &str) -> String {
 
 /// Runs one batch through the pipeline. Never fails as a whole: what could not
 /// be done is reported per record in [`BatchOutcome::failed`].
+///
+/// decode → enrich → drop repeats → plan the files → claim (encoding ahead)
+/// → take over held claims → build the files → put them → tally.
 pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     records: &[RawRecord],
     store: &S,
@@ -235,74 +304,196 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     cfg: &PipelineConfig,
     now: DateTime<Utc>,
 ) -> BatchOutcome {
-    let n = records.len();
     let started = Instant::now();
-    let now_s = now.timestamp();
-    let mut out = BatchOutcome::default();
-    out.counts.records = n as u64;
-    let mut state: Vec<State> = (0..n).map(|_| State::Pending).collect();
-    // every record's owner in one buffer
-    let mut owner_buf = String::with_capacity(n * 64);
-    let mut owner_ends = Vec::with_capacity(n);
-    for r in records {
-        r.origin.write_owner(&mut owner_buf);
-        owner_ends.push(owner_buf.len());
-    }
-    let owners: Vec<&str> = owner_ends
-        .iter()
-        .scan(0, |start, &end| {
-            let s = &owner_buf[*start..end];
-            *start = end;
-            Some(s)
-        })
-        .collect();
+    let owners = Owners::of(records);
+    let decoded = decode_all(records);
+    let batch = Batch::enrich(records, &owners, &decoded, cfg);
+    let enriched_at = started.elapsed();
+    let mut progress = Progress::new(records.len());
+    drop_repeats(&batch, &mut progress);
+    let plan = plan_files(&batch, &mut progress, sink, cfg, now).await;
+    let grouped_at = started.elapsed();
+    let (claim_time, early) = claim(&batch, &plan, &mut progress, store, sink, cfg, now).await;
+    let to_write = members_to_write(&plan, &mut progress);
+    let (files, prepared) = build_files(
+        &batch,
+        &plan,
+        to_write,
+        early,
+        &mut progress,
+        sink,
+        cfg,
+        now,
+    )
+    .await;
+    let encoded_at = started.elapsed();
+    put_files(files, &plan, &mut progress, sink, cfg).await;
+    let out = tally(&batch, progress);
+    tracing::debug!(
+        records = records.len(),
+        files = out.counts.files,
+        decode_enrich_ms = enriched_at.as_secs_f64() * 1e3,
+        group_ms = (grouped_at - enriched_at).as_secs_f64() * 1e3,
+        claim_ms = claim_time.as_secs_f64() * 1e3,
+        typing_ms = prepared.typing.as_secs_f64() * 1e3,
+        encode_ms = prepared.encode.as_secs_f64() * 1e3,
+        until_put_ms = (encoded_at - grouped_at).as_secs_f64() * 1e3,
+        put_ms = (started.elapsed() - encoded_at).as_secs_f64() * 1e3,
+        "batch phases"
+    );
+    crate::core::report::warn_failures(records, &out.failed);
+    out
+}
 
-    // decode, validate, enrich
-    let parallel = n >= PARALLEL_MIN_RECORDS;
-    let decoded: Vec<Result<Cow<'_, [u8]>, Reject>> =
-        map_parallel(records, parallel, RawRecord::decode);
-    let enriched: Vec<Result<Event<'_>, Reject>> = map_parallel(&decoded, parallel, |d| {
-        d.as_ref()
-            .map_err(Clone::clone)
-            .and_then(|b| enrich(b, cfg.created_at_unit))
-    });
-    let mut events: Vec<Option<Event<'_>>> = Vec::with_capacity(n);
-    let mut rejects: Vec<(usize, Reject)> = Vec::new();
-    for (i, e) in enriched.into_iter().enumerate() {
-        match e {
-            Ok(e) => events.push(Some(e)),
-            Err(r) => {
-                tracing::warn!(record = %records[i].origin.describe(), reason_code = r.code(), reason = %r, "record rejected to the dead-letter area");
-                rejects.push((i, r));
-                events.push(None);
+/// Every record's owner, in one buffer.
+struct Owners {
+    buf: String,
+    ends: Vec<usize>,
+}
+
+impl Owners {
+    fn of(records: &[RawRecord]) -> Owners {
+        let mut buf = String::with_capacity(records.len() * 64);
+        let mut ends = Vec::with_capacity(records.len());
+        for r in records {
+            r.origin.write_owner(&mut buf);
+            ends.push(buf.len());
+        }
+        Owners { buf, ends }
+    }
+
+    fn all(&self) -> Vec<&str> {
+        self.ends
+            .iter()
+            .scan(0, |start, &end| {
+                let s = &self.buf[*start..end];
+                *start = end;
+                Some(s)
+            })
+            .collect()
+    }
+}
+
+/// Each record's JSON bytes (gunzipped), or why it has none.
+fn decode_all(records: &[RawRecord]) -> Vec<Result<Cow<'_, [u8]>, Reject>> {
+    map_parallel(
+        records,
+        records.len() >= PARALLEL_MIN_RECORDS,
+        RawRecord::decode,
+    )
+}
+
+/// A batch's records as every phase reads them, once validated and enriched.
+struct Batch<'b> {
+    records: &'b [RawRecord],
+    owners: Vec<&'b str>,
+    /// Each record's event, or `None` when it was rejected.
+    events: Vec<Option<Event<'b>>>,
+    /// Why each rejected record was rejected.
+    rejects: HashMap<usize, Reject>,
+    /// The key each rejected record is claimed under, `rejected:<owner>`.
+    reject_keys: HashMap<usize, String>,
+}
+
+impl<'b> Batch<'b> {
+    /// Validates and enriches every decoded record; logs each reject.
+    fn enrich(
+        records: &'b [RawRecord],
+        owners: &'b Owners,
+        decoded: &'b [Result<Cow<'b, [u8]>, Reject>],
+        cfg: &PipelineConfig,
+    ) -> Batch<'b> {
+        let parallel = records.len() >= PARALLEL_MIN_RECORDS;
+        let enriched: Vec<Result<Event<'b>, Reject>> = map_parallel(decoded, parallel, |d| {
+            d.as_ref()
+                .map_err(Clone::clone)
+                .and_then(|b| enrich(b, cfg.created_at_unit))
+        });
+        let mut events = Vec::with_capacity(records.len());
+        let mut rejects = HashMap::new();
+        for (i, e) in enriched.into_iter().enumerate() {
+            match e {
+                Ok(e) => events.push(Some(e)),
+                Err(r) => {
+                    tracing::warn!(record = %records[i].origin.describe(), reason_code = r.code(), reason = %r, "record rejected to the dead-letter area");
+                    rejects.insert(i, r);
+                    events.push(None);
+                }
             }
         }
+        let owners = owners.all();
+        let reject_keys = rejects
+            .keys()
+            .map(|&i| (i, reject_claim_key(owners[i])))
+            .collect();
+        Batch {
+            records,
+            owners,
+            events,
+            rejects,
+            reject_keys,
+        }
     }
-    let enriched_at = started.elapsed();
-    let claim_keys: Vec<Cow<'_, str>> = events
-        .iter()
-        .zip(&owners)
-        .map(|(e, owner)| match e {
-            Some(e) => Cow::Borrowed(e.event_uuid.as_ref()),
-            None => Cow::Owned(reject_claim_key(owner)),
-        })
-        .collect();
 
-    // dedup within the batch: the first copy wins
-    let mut seen: foldhash::HashSet<&str> = foldhash::HashSetExt::with_capacity(n);
-    for (i, e) in events.iter().enumerate() {
+    /// The key record `i` is claimed under: its `event_uuid`, or for a
+    /// rejected record `rejected:<owner>`.
+    fn claim_key(&self, i: usize) -> &str {
+        match &self.events[i] {
+            Some(e) => &e.event_uuid,
+            None => self.reject_keys.get(&i).map_or("", String::as_str),
+        }
+    }
+}
+
+/// Where each record stands, and the batch's outcome so far.
+struct Progress {
+    state: Vec<State>,
+    out: BatchOutcome,
+}
+
+impl Progress {
+    fn new(n: usize) -> Progress {
+        let mut out = BatchOutcome::default();
+        out.counts.records = n as u64;
+        Progress {
+            state: (0..n).map(|_| State::Pending).collect(),
+            out,
+        }
+    }
+}
+
+/// The files the batch may write, and the one each record is destined for
+/// (`usize::MAX`: none, a repeat within the batch or a record that failed).
+struct Plan {
+    groups: Vec<Group>,
+    dest: Vec<usize>,
+}
+
+/// Repeats of an `event_uuid` within the batch: the first copy wins.
+fn drop_repeats(batch: &Batch<'_>, progress: &mut Progress) {
+    let mut seen: foldhash::HashSet<&str> = foldhash::HashSetExt::with_capacity(batch.events.len());
+    for (i, e) in batch.events.iter().enumerate() {
         if let Some(e) = e
             && !seen.insert(&e.event_uuid)
         {
-            state[i] = State::Duplicate;
+            progress.state[i] = State::Duplicate;
         }
     }
+}
 
-    // one group per partition, plus one for the dead letters; each names its file
+/// The batch's files, each named: one per partition (direct writes) or the
+/// staging object of every partition's events, and one for the dead letters.
+async fn plan_files<O: ObjectSink>(
+    batch: &Batch<'_>,
+    progress: &mut Progress,
+    sink: &O,
+    cfg: &PipelineConfig,
+    now: DateTime<Utc>,
+) -> Plan {
     let mut by_partition: foldhash::HashMap<&PartitionKey, Vec<usize>> =
         foldhash::HashMapExt::new();
-    for (i, e) in events.iter().enumerate() {
-        if let (Some(e), State::Pending) = (e, &state[i]) {
+    for (i, e) in batch.events.iter().enumerate() {
+        if let (Some(e), State::Pending) = (e, &progress.state[i]) {
             by_partition.entry(&e.partition).or_default().push(i);
         }
     }
@@ -323,8 +514,8 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     } else {
         let members: Vec<usize> = by_partition.into_iter().flat_map(|(_, m)| m).collect();
         let t = Instant::now();
-        let target = staging_target(sink, cfg, &owners, now_s).await;
-        out.sink_ms += t.elapsed().as_millis() as u64;
+        let target = staging_target(sink, cfg, &batch.owners, now.timestamp()).await;
+        progress.out.sink_ms += t.elapsed().as_millis() as u64;
         match target {
             Ok(key) => vec![Group {
                 key,
@@ -333,45 +524,53 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
             }],
             Err(e) => {
                 for &i in &members {
-                    state[i] = State::Failed(format!("not staged: {e}; retry"));
+                    progress.state[i] = State::Failed(Failure::NotStaged(e.to_string()));
                 }
                 Vec::new()
             }
         }
     };
-    if !rejects.is_empty() {
+    if !batch.rejects.is_empty() {
+        let mut members: Vec<usize> = batch.rejects.keys().copied().collect();
+        members.sort_unstable();
         groups.push(Group {
             key: error_object_key(
                 &cfg.prefix,
                 now.date_naive(),
                 &uuid::Uuid::now_v7().to_string(),
             ),
-            members: rejects.iter().map(|(i, _)| *i).collect(),
+            members,
             kind: GroupKind::DeadLetters,
         });
     }
-    let mut dest: Vec<usize> = vec![usize::MAX; n];
+    let mut dest: Vec<usize> = vec![usize::MAX; batch.events.len()];
     for (g, group) in groups.iter().enumerate() {
         for &i in &group.members {
             dest[i] = g;
         }
     }
+    Plan { groups, dest }
+}
 
-    // claim. Meanwhile, unless most claims of the last batch were held (a
-    // re-run), classify, commit the schema and encode every data file as if
-    // all its claims succeed: files are still put only after their claims,
-    // and a file that loses events to held claims is encoded again without
-    // them.
-    let grouped_at = started.elapsed();
-    let pending: Vec<usize> = (0..n).filter(|&i| dest[i] != usize::MAX).collect();
-    let claims: Vec<Claim<'_>> = pending
-        .iter()
-        .map(|&i| Claim {
-            event_uuid: &claim_keys[i],
-            owner: owners[i],
-            object_key: &groups[dest[i]].key,
-        })
+/// Claims every planned record for its file and takes over the held claims
+/// that may be; returns how long the claims took and, unless most claims of
+/// the last batch were held (a re-run), the files prepared meanwhile as if
+/// every claim succeeds (files are still put only after their claims, and a
+/// file that loses events to held claims is encoded again without them).
+async fn claim<'p, 'b, S: DedupStore, O: ObjectSink>(
+    batch: &'p Batch<'b>,
+    plan: &Plan,
+    progress: &mut Progress,
+    store: &S,
+    sink: &O,
+    cfg: &PipelineConfig,
+    now: DateTime<Utc>,
+) -> (std::time::Duration, Option<Prepared<'p, 'b>>) {
+    let now_s = now.timestamp();
+    let pending: Vec<usize> = (0..batch.events.len())
+        .filter(|&i| plan.dest[i] != usize::MAX)
         .collect();
+    let claims: Vec<Claim<'_>> = pending.iter().map(|&i| claim_of(batch, plan, i)).collect();
     let t = Instant::now();
     let claiming = async {
         let outcomes = store.claim(&claims, now_s).await;
@@ -380,74 +579,100 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
     // a staging object needs no schema and no encoding ahead
     let ahead = cfg.encode_ahead.get() && cfg.window_secs == 0;
     let ((outcomes, claim_time), early) = if ahead {
-        let all: Vec<&[usize]> = groups.iter().map(|g| g.members.as_slice()).collect();
-        let (claimed, prepared) =
-            futures::join!(claiming, prepare(&groups, &all, &events, sink, cfg));
+        let all: Vec<&[usize]> = plan.groups.iter().map(|g| g.members.as_slice()).collect();
+        let (claimed, prepared) = futures::join!(
+            claiming,
+            prepare(&plan.groups, &all, &batch.events, sink, cfg)
+        );
         (claimed, Some(prepared))
     } else {
         (claiming.await, None)
     };
-    out.store_ms += claim_time.as_millis() as u64;
+    progress.out.store_ms += claim_time.as_millis() as u64;
     let mut held: Vec<(usize, Holder)> = Vec::new();
     for (k, &i) in pending.iter().enumerate() {
-        match outcomes.get(k) {
-            Some(Ok(ClaimOutcome::Claimed)) => state[i] = State::Write,
-            Some(Ok(ClaimOutcome::Held(h))) => held.push((i, h.clone())),
-            Some(Err(e)) => state[i] = State::Unknown(e.to_string()),
-            None => state[i] = State::Unknown("the dedup store gave no answer".into()),
-        }
+        progress.state[i] = match outcomes.get(k) {
+            Some(Ok(ClaimOutcome::Claimed)) => State::Write,
+            Some(Ok(ClaimOutcome::Held(h))) => {
+                held.push((i, h.clone()));
+                continue;
+            }
+            Some(Err(e)) => State::Unknown(e.to_string()),
+            None => State::Unknown("the dedup store gave no answer".into()),
+        };
     }
     // a batch whose claims are mostly held is a re-run: the next batch
     // claims before encoding, so that it does not encode for nothing
     cfg.encode_ahead.set(held.len() * 2 <= pending.len());
-
-    // resolve held claims: does the holder's file exist?
     if !held.is_empty() {
-        let transfers = resolve_held(held, &owners, sink, cfg, now_s, &mut state, &mut out).await;
-        if !transfers.is_empty() {
-            let reqs: Vec<Transfer<'_>> = transfers
-                .iter()
-                .map(|(i, h)| Transfer {
-                    event_uuid: &claim_keys[*i],
-                    from_owner: &h.owner,
-                    from_key: &h.object_key,
-                    to: Claim {
-                        event_uuid: &claim_keys[*i],
-                        owner: owners[*i],
-                        object_key: &groups[dest[*i]].key,
-                    },
-                })
-                .collect();
-            let t = Instant::now();
-            let results = store.transfer(&reqs, now_s).await;
-            out.store_ms += t.elapsed().as_millis() as u64;
-            for (k, (i, _)) in transfers.iter().enumerate() {
-                state[*i] = match results.get(k) {
-                    Some(Ok(ClaimOutcome::Claimed)) => State::Write,
-                    Some(Ok(ClaimOutcome::Held(h))) => State::Failed(format!(
-                        "the claim changed while taking it over (now held by {}); retry",
-                        h.owner
-                    )),
-                    Some(Err(e)) => State::Unknown(e.to_string()),
-                    None => State::Unknown("the dedup store gave no answer".into()),
-                };
-            }
-        }
+        let transfers = resolve_held(held, batch, sink, cfg, now_s, progress).await;
+        take_over(transfers, batch, plan, progress, store, now_s).await;
     }
+    (claim_time, early)
+}
 
-    // each group's members to write; a group with an unknown claim is not written
-    let mut to_write: Vec<Vec<usize>> = Vec::with_capacity(groups.len());
-    for group in &groups {
+/// The claim of record `i` for its planned file.
+fn claim_of<'a>(batch: &'a Batch<'_>, plan: &'a Plan, i: usize) -> Claim<'a> {
+    Claim {
+        event_uuid: batch.claim_key(i),
+        owner: batch.owners[i],
+        object_key: &plan.groups[plan.dest[i]].key,
+    }
+}
+
+/// Takes over the held claims whose holders died or were these very records,
+/// conditionally on each claim being unchanged.
+async fn take_over<S: DedupStore>(
+    transfers: Vec<(usize, Holder)>,
+    batch: &Batch<'_>,
+    plan: &Plan,
+    progress: &mut Progress,
+    store: &S,
+    now_s: i64,
+) {
+    if transfers.is_empty() {
+        return;
+    }
+    let reqs: Vec<Transfer<'_>> = transfers
+        .iter()
+        .map(|(i, h)| Transfer {
+            event_uuid: batch.claim_key(*i),
+            from_owner: &h.owner,
+            from_key: &h.object_key,
+            to: claim_of(batch, plan, *i),
+        })
+        .collect();
+    let t = Instant::now();
+    let results = store.transfer(&reqs, now_s).await;
+    progress.out.store_ms += t.elapsed().as_millis() as u64;
+    for (k, (i, _)) in transfers.iter().enumerate() {
+        progress.state[*i] = match results.get(k) {
+            Some(Ok(ClaimOutcome::Claimed)) => State::Write,
+            Some(Ok(ClaimOutcome::Held(h))) => State::Failed(Failure::TakeoverLost {
+                holder: h.owner.clone(),
+            }),
+            Some(Err(e)) => State::Unknown(e.to_string()),
+            None => State::Unknown("the dedup store gave no answer".into()),
+        };
+    }
+}
+
+/// Each file's members to write; a file with a claim of unknown outcome is
+/// not written at all.
+fn members_to_write(plan: &Plan, progress: &mut Progress) -> Vec<Vec<usize>> {
+    let state = &mut progress.state;
+    let mut to_write: Vec<Vec<usize>> = Vec::with_capacity(plan.groups.len());
+    for group in &plan.groups {
         if let Some(why) = group.members.iter().find_map(|&i| match &state[i] {
             State::Unknown(e) => Some(e.clone()),
             _ => None,
         }) {
             for &i in &group.members {
                 if matches!(state[i], State::Write | State::Unknown(_)) {
-                    state[i] = State::Failed(format!(
-                        "not written: a claim for file {} has an unknown outcome ({why}); retry",
-                        group.key
-                    ));
+                    state[i] = State::Failed(Failure::UnknownClaim {
+                        file: group.key.clone(),
+                        why: why.clone(),
+                    });
                 }
             }
             to_write.push(Vec::new());
@@ -462,58 +687,79 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
                 .collect(),
         );
     }
+    to_write
+}
 
-    // the files prepared ahead, or prepared now for the members that stay
+/// Each file to write, with its body and members: dead letters and the
+/// staging object now; a data file as prepared when it was built with exactly
+/// the members that stay, else encoded again. Also returns the preparation
+/// (its timings go to the phases log).
+#[allow(clippy::too_many_arguments)]
+async fn build_files<'p, 'b, O: ObjectSink>(
+    batch: &'p Batch<'b>,
+    plan: &Plan,
+    mut to_write: Vec<Vec<usize>>,
+    early: Option<Prepared<'p, 'b>>,
+    progress: &mut Progress,
+    sink: &O,
+    cfg: &PipelineConfig,
+    now: DateTime<Utc>,
+) -> (Vec<(usize, Bytes, Vec<usize>)>, Prepared<'p, 'b>) {
+    let groups = &plan.groups;
     let mut prepared = match early {
         Some(p) => p,
         None => {
             let members: Vec<&[usize]> = to_write.iter().map(Vec::as_slice).collect();
-            prepare(&groups, &members, &events, sink, cfg).await
+            prepare(groups, &members, &batch.events, sink, cfg).await
         }
     };
-    out.sink_ms += prepared.sink_ms;
+    progress.out.sink_ms += prepared.sink_ms;
     if let Err(e) = &prepared.schema {
         for (group, members) in groups.iter().zip(&mut to_write) {
             if group.kind == GroupKind::Data {
                 for &i in members.iter() {
-                    state[i] = State::Failed(format!("not written: {e}"));
+                    progress.state[i] = State::Failed(Failure::Schema(e.clone()));
                 }
                 members.clear();
             }
         }
     }
-
-    // each file's body: dead letters now; a data file as prepared when it
-    // was built with exactly the members that stay, else encoded again
     let rejected_at = now.to_rfc3339_opts(SecondsFormat::Millis, true);
-    let reasons: HashMap<usize, &Reject> = rejects.iter().map(|(i, r)| (*i, r)).collect();
-    let mut bodies: Vec<(usize, Result<Vec<u8>, String>)> = Vec::with_capacity(groups.len());
+    let mut bodies: Vec<(usize, Result<Vec<u8>, Failure>)> = Vec::with_capacity(groups.len());
     let mut again: Vec<usize> = Vec::new();
     for (g, members) in to_write.iter().enumerate() {
         if members.is_empty() {
             continue;
         }
-        if groups[g].kind == GroupKind::DeadLetters {
-            let body = dead_letter_file(records, members, &reasons, &rejected_at);
-            bodies.push((g, Ok(body)));
-        } else if groups[g].kind == GroupKind::Staging {
-            let body = staging_file(members, &events, &owners, now, cfg);
-            bodies.push((g, body));
-        } else if prepared.rows[g].len() == members.len() {
-            let body = prepared.bodies[g].take();
-            bodies.push((
-                g,
-                body.unwrap_or_else(|| Err("internal: the file was not prepared; retry".into())),
-            ));
-        } else {
-            again.push(g);
+        match groups[g].kind {
+            GroupKind::DeadLetters => {
+                let body = dead_letter_file(batch.records, members, &batch.rejects, &rejected_at);
+                bodies.push((g, Ok(body)));
+            }
+            GroupKind::Staging => {
+                let body = staging_file(members, &batch.events, &batch.owners, now, cfg);
+                bodies.push((g, body.map_err(Failure::Encode)));
+            }
+            GroupKind::Data if prepared.rows[g].len() == members.len() => {
+                let body = prepared.bodies[g]
+                    .take()
+                    .unwrap_or(Err("internal: the file was not prepared; retry".into()));
+                bodies.push((g, body.map_err(Failure::Encode)));
+            }
+            GroupKind::Data => again.push(g),
         }
     }
     if !again.is_empty() {
         let schema = prepared.schema.as_ref().ok().and_then(Option::as_deref);
         let rows_again = again.iter().map(|&g| to_write[g].len()).sum::<usize>();
         let encoded = map_parallel(&again, rows_again >= ENCODE_PARALLEL_MIN_ROWS, |&g| {
-            encode_file(&groups[g], &rows_of(&to_write[g], &events), schema, cfg)
+            encode_file(
+                &groups[g],
+                &rows_of(&to_write[g], &batch.events),
+                schema,
+                cfg,
+            )
+            .map_err(Failure::Encode)
         });
         bodies.extend(again.into_iter().zip(encoded));
     }
@@ -524,22 +770,31 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
             Ok(bytes) => files.push((g, Bytes::from(bytes), members)),
             Err(e) => {
                 for i in members {
-                    state[i] = State::Failed(e.clone());
+                    progress.state[i] = State::Failed(e.clone());
                 }
             }
         }
     }
+    (files, prepared)
+}
 
-    // put every file concurrently
-    let encoded_at = started.elapsed();
+/// Puts every file concurrently: the staging object create-if-absent (a
+/// staging key is never reused: its events may be published already), the
+/// others as they are.
+async fn put_files<O: ObjectSink>(
+    files: Vec<(usize, Bytes, Vec<usize>)>,
+    plan: &Plan,
+    progress: &mut Progress,
+    sink: &O,
+    cfg: &PipelineConfig,
+) {
     let t = Instant::now();
-    let groups_ref = &groups;
+    let groups = &plan.groups;
     let put_results = futures::stream::iter(files)
         .map(|(g, body, idx)| async move {
             let len = body.len();
-            let group = &groups_ref[g];
+            let group = &groups[g];
             let r = match group.kind {
-                // a staging key is never reused: its events may be published already
                 GroupKind::Staging => match sink.put_if_absent(&group.key, body).await {
                     Ok(true) => Ok(()),
                     Ok(false) => Err(crate::core::sink::SinkError {
@@ -556,6 +811,7 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
         .buffer_unordered(cfg.io_concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
+    let out = &mut progress.out;
     out.sink_ms += t.elapsed().as_millis() as u64;
     for (g, len, idx, r) in put_results {
         let group = &groups[g];
@@ -574,44 +830,39 @@ pub async fn run_batch<S: DedupStore, O: ObjectSink>(
             Err(_) => {}
         }
         for i in idx {
-            state[i] = match &r {
+            progress.state[i] = match &r {
                 Ok(()) => State::Written,
-                Err(e) => State::Failed(format!("writing {} failed: {e}; retry", group.key)),
+                Err(e) => State::Failed(Failure::Write {
+                    file: group.key.clone(),
+                    why: e.to_string(),
+                }),
             };
         }
     }
     out.files.sort_by(|a, b| a.key.cmp(&b.key));
+}
 
-    // tally: every record in exactly one state
+/// Counts every record in exactly one state.
+fn tally(batch: &Batch<'_>, progress: Progress) -> BatchOutcome {
+    let Progress { state, mut out } = progress;
     for (i, s) in state.into_iter().enumerate() {
-        let rejected = reasons.contains_key(&i);
+        let rejected = batch.rejects.contains_key(&i);
         match s {
             State::Written | State::Duplicate if rejected => out.counts.rejected += 1,
             State::Written => out.counts.written += 1,
             State::Duplicate => out.counts.duplicates += 1,
-            State::Failed(reason) | State::Unknown(reason) => {
-                out.failed.push(FailedRecord { index: i, reason })
-            }
+            State::Failed(reason) => out.failed.push(FailedRecord { index: i, reason }),
+            State::Unknown(why) => out.failed.push(FailedRecord {
+                index: i,
+                reason: Failure::Unknown(why),
+            }),
             State::Pending | State::Write => out.failed.push(FailedRecord {
                 index: i,
-                reason: "internal: record left unhandled; retry".into(),
+                reason: Failure::Internal("record left unhandled"),
             }),
         }
     }
     out.counts.failed = out.failed.len() as u64;
-    tracing::debug!(
-        records = n,
-        files = out.counts.files,
-        decode_enrich_ms = enriched_at.as_secs_f64() * 1e3,
-        group_ms = (grouped_at - enriched_at).as_secs_f64() * 1e3,
-        claim_ms = claim_time.as_secs_f64() * 1e3,
-        typing_ms = prepared.typing.as_secs_f64() * 1e3,
-        encode_ms = prepared.encode.as_secs_f64() * 1e3,
-        until_put_ms = (encoded_at - grouped_at).as_secs_f64() * 1e3,
-        put_ms = (started.elapsed() - encoded_at).as_secs_f64() * 1e3,
-        "batch phases"
-    );
-    crate::core::report::warn_failures(records, &out.failed);
     out
 }
 
@@ -838,22 +1089,21 @@ fn staging_file(
     )
 }
 
-/// Checks whether the files of held claims exist and decides for each held
-/// record; returns the claims to transfer.
+/// Checks whether the files of held claims are committed and decides for each
+/// held record; returns the claims to take over.
 async fn resolve_held<O: ObjectSink>(
     held: Vec<(usize, Holder)>,
-    owners: &[&str],
+    batch: &Batch<'_>,
     sink: &O,
     cfg: &PipelineConfig,
     now_s: i64,
-    state: &mut [State],
-    out: &mut BatchOutcome,
+    progress: &mut Progress,
 ) -> Vec<(usize, Holder)> {
     let mut keys: Vec<String> = held.iter().map(|(_, h)| h.object_key.clone()).collect();
     keys.sort_unstable();
     keys.dedup();
     let t = Instant::now();
-    let exists: HashMap<String, Result<bool, String>> = futures::stream::iter(keys)
+    let committed: HashMap<String, Result<bool, String>> = futures::stream::iter(keys)
         .map(|k| async move {
             let r = publish::is_committed(sink, &cfg.prefix, &k)
                 .await
@@ -863,30 +1113,31 @@ async fn resolve_held<O: ObjectSink>(
         .buffer_unordered(cfg.io_concurrency.max(1))
         .collect()
         .await;
-    out.sink_ms += t.elapsed().as_millis() as u64;
+    progress.out.sink_ms += t.elapsed().as_millis() as u64;
     let mut transfers = Vec::new();
     for (i, h) in held {
-        let Some(found) = exists.get(&h.object_key) else {
-            state[i] = State::Failed("internal: no existence check; retry".into());
-            continue;
-        };
-        match found {
-            Err(e) => {
-                state[i] = State::Failed(format!(
-                    "could not check whether {} holds this event: {e}",
-                    h.object_key
-                ))
+        let state = &mut progress.state[i];
+        match committed.get(&h.object_key) {
+            None => *state = State::Failed(Failure::Internal("no existence check")),
+            Some(Err(e)) => {
+                *state = State::Failed(Failure::CannotCheck {
+                    file: h.object_key.clone(),
+                    why: e.clone(),
+                })
             }
-            Ok(file_exists) => match resolve(&h, owners[i], *file_exists, now_s, cfg.lease_secs) {
-                Resolution::Duplicate => state[i] = State::Duplicate,
-                Resolution::Transfer => transfers.push((i, h)),
-                Resolution::RetryLater => {
-                    state[i] = State::Failed(format!(
-                        "event_uuid is claimed by {} since {} and its file {} has not landed yet; retry later",
-                        h.owner, h.claimed_at, h.object_key
-                    ))
+            Some(Ok(exists)) => {
+                match resolve(&h, batch.owners[i], *exists, now_s, cfg.lease_secs) {
+                    Resolution::Duplicate => *state = State::Duplicate,
+                    Resolution::Transfer => transfers.push((i, h)),
+                    Resolution::RetryLater => {
+                        *state = State::Failed(Failure::HeldElsewhere {
+                            holder: h.owner.clone(),
+                            since: h.claimed_at,
+                            file: h.object_key.clone(),
+                        })
+                    }
                 }
-            },
+            }
         }
     }
     transfers
@@ -896,7 +1147,7 @@ async fn resolve_held<O: ObjectSink>(
 fn dead_letter_file(
     records: &[RawRecord],
     members: &[usize],
-    reasons: &HashMap<usize, &Reject>,
+    reasons: &HashMap<usize, Reject>,
     rejected_at: &str,
 ) -> Vec<u8> {
     let mut body = Vec::with_capacity(members.len() * 256);
@@ -1188,7 +1439,7 @@ mod tests {
         let o = run_batch(&mine, &store, &sink, &PipelineConfig::default(), soon).await;
         assert_eq!(o.counts.failed, 1, "within the lease: retry later");
         assert!(
-            o.failed[0].reason.contains("retry later"),
+            o.failed[0].reason.to_string().contains("retry later"),
             "{}",
             o.failed[0].reason
         );

@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 
-use crate::core::pipeline::FailedRecord;
+use crate::core::pipeline::{FailedRecord, Failure};
 use crate::record::RawRecord;
 
 /// Failed records that share a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailureGroup<'a> {
     /// The reason they share.
-    pub reason: &'a str,
+    pub reason: &'a Failure,
     /// How many records.
     pub count: usize,
     /// Where the first of them came from ([`crate::Origin::describe`]).
@@ -31,9 +31,9 @@ pub fn group_failures<'a>(
             .map_or_else(|| format!("record {}", f.index), |r| r.origin.describe())
     };
     let mut groups: Vec<FailureGroup<'a>> = Vec::new();
-    let mut by_reason: HashMap<&str, usize> = HashMap::new();
+    let mut by_reason: HashMap<&Failure, usize> = HashMap::new();
     for f in failed {
-        match by_reason.get(f.reason.as_str()) {
+        match by_reason.get(&f.reason) {
             Some(&g) => {
                 groups[g].count += 1;
                 groups[g].last = describe(f);
@@ -92,10 +92,17 @@ mod tests {
         )
     }
 
-    fn failed(index: usize, reason: &str) -> FailedRecord {
+    fn write_failed(file: &str) -> Failure {
+        Failure::Write {
+            file: file.into(),
+            why: "disk full".into(),
+        }
+    }
+
+    fn failed(index: usize, file: &str) -> FailedRecord {
         FailedRecord {
             index,
-            reason: reason.into(),
+            reason: write_failed(file),
         }
     }
 
@@ -103,23 +110,23 @@ mod tests {
     fn failures_are_grouped_by_reason_with_first_and_last_record() {
         let records: Vec<RawRecord> = (1..=5).map(rec).collect();
         let failed = [
-            failed(0, "writing a failed"),
-            failed(1, "writing b failed"),
-            failed(2, "writing a failed"),
-            failed(4, "writing a failed"),
+            failed(0, "a"),
+            failed(1, "b"),
+            failed(2, "a"),
+            failed(4, "a"),
         ];
         let groups = group_failures(&records, &failed);
         assert_eq!(
             groups,
             [
                 FailureGroup {
-                    reason: "writing a failed",
+                    reason: &write_failed("a"),
                     count: 3,
                     first: "/in:1".into(),
                     last: "/in:5".into(),
                 },
                 FailureGroup {
-                    reason: "writing b failed",
+                    reason: &write_failed("b"),
                     count: 1,
                     first: "/in:2".into(),
                     last: "/in:2".into(),
