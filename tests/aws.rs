@@ -397,35 +397,7 @@ async fn case5_a_timeout_with_puts_in_flight_then_the_retry_lands_nothing_twice(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn case6_two_concurrent_invocations_with_the_same_uuid_land_it_once() {
     let lake = Lake::fresh("case6").await;
-    let rounds: u64 = 12;
-    let mut uuids = Vec::new();
-    for round in 0..rounds {
-        let shared: Vec<String> = (0..5).map(|i| format!("r{round}-shared-{i}")).collect();
-        let mut a: Vec<String> = shared.iter().map(|u| ev(u, "race:a")).collect();
-        let mut b: Vec<String> = shared.iter().map(|u| ev(u, "race:a")).collect();
-        a.push(ev(&format!("r{round}-only-a"), "race:b"));
-        b.insert(0, ev(&format!("r{round}-only-b"), "race:c"));
-        uuids.extend(shared);
-        uuids.push(format!("r{round}-only-a"));
-        uuids.push(format!("r{round}-only-b"));
-
-        let mut ea = kinesis_event("shardId-000000000000", 1000 * round, &a);
-        let mut eb = kinesis_event("shardId-000000000001", 1000 * round, &b);
-        let (ra, rb) = tokio::join!(lake.invoke_real(&ea), lake.invoke_real(&eb));
-        // Lambda retries each shard from its lowest failure until it is clean
-        let (mut ra, mut rb) = (ra.response, rb.response);
-        for _ in 0..3 {
-            if let Some(next) = resend_from_lowest(&ea, &ra) {
-                ea = next;
-                ra = lake.invoke_real(&ea).await.response;
-            }
-            if let Some(next) = resend_from_lowest(&eb, &rb) {
-                eb = next;
-                rb = lake.invoke_real(&eb).await.response;
-            }
-        }
-        assert!(ra.batch_item_failures.is_empty() && rb.batch_item_failures.is_empty());
-    }
+    let uuids = race_shared_uuids(&lake, 12).await;
     let uuids: Vec<&str> = uuids.iter().map(String::as_str).collect();
     lake.assert_exactly_once(&uuids).await;
 }

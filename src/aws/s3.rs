@@ -111,6 +111,50 @@ impl S3Sink {
     }
 }
 
+/// What a listing of one folder level returns.
+#[derive(Clone, Copy)]
+enum Level {
+    /// The objects directly under the folder.
+    Objects,
+    /// The folders directly under it (S3's common prefixes).
+    Folders,
+}
+
+impl S3Sink {
+    /// One level under `prefix` (ListObjectsV2 with the `/` delimiter, every
+    /// page), sorted.
+    async fn list_level(&self, prefix: &str, level: Level) -> Result<Vec<String>, SinkError> {
+        let mut names = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sink_err("list", prefix, classify("S3", &e)))?;
+            match level {
+                Level::Objects => names.extend(
+                    page.contents()
+                        .iter()
+                        .filter_map(|o| o.key())
+                        .map(String::from),
+                ),
+                Level::Folders => names.extend(
+                    page.common_prefixes()
+                        .iter()
+                        .filter_map(|p| p.prefix())
+                        .map(String::from),
+                ),
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
 impl ObjectSink for S3Sink {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, SinkError> {
         let out = match self
@@ -174,49 +218,11 @@ impl ObjectSink for S3Sink {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
-        let mut keys = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .delimiter("/")
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sink_err("list", prefix, classify("S3", &e)))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key())
-                    .map(String::from),
-            );
-        }
-        keys.sort();
-        Ok(keys)
+        self.list_level(prefix, Level::Objects).await
     }
 
     async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
-        let mut folders = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .delimiter("/")
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sink_err("list", prefix, classify("S3", &e)))?;
-            folders.extend(
-                page.common_prefixes()
-                    .iter()
-                    .filter_map(|p| p.prefix())
-                    .map(String::from),
-            );
-        }
-        folders.sort();
-        Ok(folders)
+        self.list_level(prefix, Level::Folders).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), SinkError> {

@@ -110,6 +110,39 @@ pub fn remove_stale_temporaries(root: &Path) -> usize {
     removed
 }
 
+impl FsSink {
+    /// The files (or, with `folders`, the folders, each ending in `/`)
+    /// directly under `prefix`, hidden ones left out, sorted.
+    async fn list_level(&self, prefix: &str, folders: bool) -> Result<Vec<String>, SinkError> {
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        let err = |e: std::io::Error| SinkError {
+            operation: "list",
+            key: prefix.into(),
+            message: e.to_string(),
+        };
+        let mut rd = match tokio::fs::read_dir(&dir).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(err(e)),
+        };
+        let mut names = Vec::new();
+        while let Some(entry) = rd.next_entry().await.map_err(err)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let kind = entry.file_type().await.map_err(err)?;
+            if name.starts_with('.') {
+                continue;
+            }
+            if folders && kind.is_dir() {
+                names.push(format!("{prefix}{name}/"));
+            } else if !folders && kind.is_file() {
+                names.push(format!("{prefix}{name}"));
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
 /// Writes `body` to a hidden temporary file beside `path`, synced, and then
 /// either renames it over `path` or, with `create_only`, hard-links it to
 /// `path` (which fails if `path` exists: an atomic create-if-absent).
@@ -187,49 +220,11 @@ impl ObjectSink for FsSink {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
-        let dir = self.root.join(prefix.trim_end_matches('/'));
-        let err = |e: std::io::Error| SinkError {
-            operation: "list",
-            key: prefix.into(),
-            message: e.to_string(),
-        };
-        let mut rd = match tokio::fs::read_dir(&dir).await {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(err(e)),
-        };
-        let mut keys = Vec::new();
-        while let Some(entry) = rd.next_entry().await.map_err(err)? {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with('.') && entry.file_type().await.map_err(err)?.is_file() {
-                keys.push(format!("{prefix}{name}"));
-            }
-        }
-        keys.sort();
-        Ok(keys)
+        self.list_level(prefix, false).await
     }
 
     async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
-        let dir = self.root.join(prefix.trim_end_matches('/'));
-        let err = |e: std::io::Error| SinkError {
-            operation: "list",
-            key: prefix.into(),
-            message: e.to_string(),
-        };
-        let mut rd = match tokio::fs::read_dir(&dir).await {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(err(e)),
-        };
-        let mut folders = Vec::new();
-        while let Some(entry) = rd.next_entry().await.map_err(err)? {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with('.') && entry.file_type().await.map_err(err)?.is_dir() {
-                folders.push(format!("{prefix}{name}/"));
-            }
-        }
-        folders.sort();
-        Ok(folders)
+        self.list_level(prefix, true).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), SinkError> {

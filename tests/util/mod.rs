@@ -759,3 +759,36 @@ pub fn fixture_path(rel: &str) -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// Rounds of two invocations at once on two shards carrying the same five
+/// event uuids (and one of their own each), each shard retried from its
+/// lowest failure as Lambda does until it is clean; returns every uuid sent.
+pub async fn race_shared_uuids(lake: &Lake, rounds: u64) -> Vec<String> {
+    let mut uuids = Vec::new();
+    for round in 0..rounds {
+        let shared: Vec<String> = (0..5).map(|i| format!("r{round}-shared-{i}")).collect();
+        let mut a: Vec<String> = shared.iter().map(|u| ev(u, "race:a")).collect();
+        let mut b: Vec<String> = shared.iter().map(|u| ev(u, "race:a")).collect();
+        a.push(ev(&format!("r{round}-only-a"), "race:b"));
+        b.insert(0, ev(&format!("r{round}-only-b"), "race:c"));
+        uuids.extend(shared);
+        uuids.push(format!("r{round}-only-a"));
+        uuids.push(format!("r{round}-only-b"));
+        let mut ea = kinesis_event("shardId-000000000000", 1000 * round, &a);
+        let mut eb = kinesis_event("shardId-000000000001", 1000 * round, &b);
+        let (ra, rb) = tokio::join!(lake.invoke_real(&ea), lake.invoke_real(&eb));
+        let (mut ra, mut rb) = (ra.response, rb.response);
+        for _ in 0..3 {
+            if let Some(next) = resend_from_lowest(&ea, &ra) {
+                ea = next;
+                ra = lake.invoke_real(&ea).await.response;
+            }
+            if let Some(next) = resend_from_lowest(&eb, &rb) {
+                eb = next;
+                rb = lake.invoke_real(&eb).await.response;
+            }
+        }
+        assert!(ra.batch_item_failures.is_empty() && rb.batch_item_failures.is_empty());
+    }
+    uuids
+}
