@@ -39,7 +39,7 @@ deploy: ## build and deploy the SAM stack (asks for parameters the first time)
 invoke: setup ## run the function locally on a fixture batch against local S3 + DynamoDB
 	python3 scripts/testenv.py run -- bash scripts/invoke-local.sh fixtures/kinesis/small-batch.json
 
-bench: setup ## benchmarks against the Python peer (see BENCHMARKS.md)
+bench: setup ## benchmarks against the pyarrow and DuckDB peers (see BENCHMARKS.md)
 	bash scripts/bench.sh
 
 clean: ## remove the demo lake

@@ -51,7 +51,12 @@ use kinesis_lake::core::encode::{EncodeOptions, add_table_stats, encode};
 use kinesis_lake::core::enrich::{CreatedAtUnit, Event, enrich};
 use kinesis_lake::core::parquet_file::Codec;
 use kinesis_lake::core::partition::PartitionKey;
+use kinesis_lake::core::publish::{PublishConfig, Published, Which, publish};
 use kinesis_lake::core::schema::{BatchStats, LakeSchema, table_name};
+use kinesis_lake::core::sink::ObjectSink as _;
+use kinesis_lake::core::staging::{
+    Header, MAGIC, Section, Staged, encode_staging, read_header, section_bytes, section_events,
+};
 use kinesis_lake::ingest::{BatchLimits, ingest};
 use kinesis_lake::kinesis::raw_records;
 use kinesis_lake::local::{FsSink, RedbStore, redb_store};
@@ -82,13 +87,16 @@ fn main() -> anyhow::Result<()> {
         "once" => once(rest),
         "ingest" => ingest_mem(rest),
         "loop" => run_loop(rest),
+        "limits" => limits(rest),
         "-h" | "--help" | "help" => {
             println!(
-                "usage: pipeline [batch [FILE...] [--iters N] | once FILE | ingest --lake DIR [--store mem|redb] [--sink fs|mem] INPUT... | loop FILE... [--iters N]]"
+                "usage: pipeline [batch [FILE...] [--iters N] | once FILE | ingest --lake DIR [--store mem|redb] [--sink fs|mem] [--window SECONDS] INPUT... | limits NDJSON_FILE [--iters N] | loop FILE... [--iters N]]"
             );
             Ok(())
         }
-        other => bail!("unknown mode {other:?}; modes: batch, once, ingest, loop (see --help)"),
+        other => {
+            bail!("unknown mode {other:?}; modes: batch, once, ingest, limits, loop (see --help)")
+        }
     }
 }
 
@@ -251,14 +259,190 @@ fn encode_parallel(
     })
 }
 
+/// The batch's valid events as the pipeline stages them: by partition (in
+/// partition order), in batch order within each, repeats within the batch
+/// dropped; each with its record's owner.
+fn staged_parts<'a>(
+    decoded: &'a [Vec<u8>],
+    owners: &'a [String],
+) -> Vec<(String, Vec<Staged<'a>>)> {
+    let events: Vec<(usize, Event<'a>)> = decoded
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| enrich(d).ok().map(|e| (i, e)))
+        .collect();
+    let mut seen: HashSet<&str> = HashSet::with_capacity(events.len());
+    let mut by: BTreeMap<&PartitionKey, Vec<Staged<'a>>> = BTreeMap::new();
+    for (i, e) in &events {
+        if seen.insert(&e.event_uuid) {
+            by.entry(&e.partition).or_default().push(Staged {
+                owner: &owners[*i],
+                json: e.json,
+            });
+        }
+    }
+    by.into_iter().map(|(p, s)| (p.path(), s)).collect()
+}
+
+/// How the sections of a staging object are compressed: the shipped format
+/// (snappy) and the alternatives it was chosen over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SectionCodec {
+    /// `core::staging::encode_staging`, as shipped.
+    Snappy,
+    Uncompressed,
+    Zstd1,
+}
+
+impl SectionCodec {
+    const ALL: [SectionCodec; 3] = [
+        SectionCodec::Snappy,
+        SectionCodec::Uncompressed,
+        SectionCodec::Zstd1,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            SectionCodec::Snappy => "snappy [shipped]",
+            SectionCodec::Uncompressed => "uncompressed",
+            SectionCodec::Zstd1 => "zstd(1)",
+        }
+    }
+}
+
+/// A staging object and, per section, the length of its framed events
+/// before compression.
+struct StagingObject {
+    bytes: Vec<u8>,
+    raw_lens: Vec<usize>,
+    raw_bytes: usize,
+}
+
+/// Builds a staging object: the shipped `encode_staging` for snappy; for
+/// the alternatives the same framing and header with another codec (a
+/// local copy of the format, for the comparison only).
+fn staging_object(
+    parts: &[(String, Vec<Staged<'_>>)],
+    codec: SectionCodec,
+) -> anyhow::Result<StagingObject> {
+    let raw_lens: Vec<usize> = parts
+        .iter()
+        .map(|(_, events)| {
+            events
+                .iter()
+                .map(|e| 8 + e.owner.len() + e.json.len())
+                .sum()
+        })
+        .collect();
+    let raw_bytes = raw_lens.iter().sum();
+    if codec == SectionCodec::Snappy {
+        let bytes = encode_staging("20240317T101500Z", "2024-03-17T10:15:31.000Z", parts)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        return Ok(StagingObject {
+            bytes,
+            raw_lens,
+            raw_bytes,
+        });
+    }
+    let mut zstd = zstd::bulk::Compressor::new(1)?;
+    let mut raw = Vec::new();
+    let mut bodies = Vec::with_capacity(parts.len());
+    let mut sections = Vec::with_capacity(parts.len());
+    for (partition, events) in parts {
+        raw.clear();
+        for e in events {
+            for b in [e.owner.as_bytes(), e.json] {
+                raw.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                raw.extend_from_slice(b);
+            }
+        }
+        let body = match codec {
+            SectionCodec::Zstd1 => zstd.compress(&raw)?,
+            _ => raw.clone(),
+        };
+        sections.push(Section {
+            partition: partition.clone(),
+            rows: events.len() as u64,
+            offset: 0,
+            len: body.len() as u64,
+        });
+        bodies.push(body);
+    }
+    let mut header = Header {
+        window: "20240317T101500Z".into(),
+        staged_at: "2024-03-17T10:15:31.000Z".into(),
+        rows: parts.iter().map(|(_, e)| e.len() as u64).sum(),
+        sections,
+    };
+    let mut header_json = Vec::new();
+    for _ in 0..4 {
+        let mut at = (MAGIC.len() + 4 + header_json.len()) as u64;
+        for s in &mut header.sections {
+            s.offset = at;
+            at += s.len;
+        }
+        let next = serde_json::to_vec(&header)?;
+        let settled = next.len() == header_json.len();
+        header_json = next;
+        if settled {
+            break;
+        }
+    }
+    let mut bytes = Vec::with_capacity(
+        MAGIC.len() + 4 + header_json.len() + bodies.iter().map(Vec::len).sum::<usize>(),
+    );
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&header_json);
+    for b in &bodies {
+        bytes.extend_from_slice(b);
+    }
+    Ok(StagingObject {
+        bytes,
+        raw_lens,
+        raw_bytes,
+    })
+}
+
+/// Reads every event of a staging object back (header, each section
+/// decompressed, its events framed out); their number.
+fn read_staging(obj: &StagingObject, codec: SectionCodec) -> anyhow::Result<usize> {
+    let header = read_header("bench", &obj.bytes)?;
+    let mut n = 0;
+    for (s, &raw_len) in header.sections.iter().zip(&obj.raw_lens) {
+        let body = &obj.bytes[s.offset as usize..(s.offset + s.len) as usize];
+        let bytes: std::borrow::Cow<'_, [u8]> = match codec {
+            SectionCodec::Snappy => section_bytes("bench", &obj.bytes, s)?.into(),
+            SectionCodec::Uncompressed => body.into(),
+            SectionCodec::Zstd1 => zstd::bulk::decompress(body, raw_len)?.into(),
+        };
+        n += section_events("bench", s, &bytes)?.len();
+    }
+    Ok(n)
+}
+
 /// Timed jobs, run round-robin: one run of every job per round, so that the
 /// machine's drift (and the allocator warming up) hit all of them alike.
 struct Rounds<'a> {
-    jobs: Vec<(String, Box<dyn FnMut() -> usize + 'a>)>,
+    jobs: Vec<(String, Box<dyn FnMut() -> Duration + 'a>)>,
 }
 
 impl<'a> Rounds<'a> {
-    fn add(&mut self, name: impl Into<String>, f: impl FnMut() -> usize + 'a) {
+    /// A job timed whole.
+    fn add(&mut self, name: impl Into<String>, mut f: impl FnMut() -> usize + 'a) {
+        self.jobs.push((
+            name.into(),
+            Box::new(move || {
+                let t = Instant::now();
+                black_box(f());
+                t.elapsed()
+            }),
+        ));
+    }
+
+    /// A job that times only part of its work and returns that time (its
+    /// set-up, such as filling a fresh sink, is left out).
+    fn add_timed(&mut self, name: impl Into<String>, f: impl FnMut() -> Duration + 'a) {
         self.jobs.push((name.into(), Box::new(f)));
     }
 
@@ -268,10 +452,9 @@ impl<'a> Rounds<'a> {
         let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(iters); self.jobs.len()];
         for round in 0..warmup + iters {
             for (k, (_, f)) in self.jobs.iter_mut().enumerate() {
-                let t = Instant::now();
-                black_box(f());
+                let d = f();
                 if round >= warmup {
-                    times[k].push(t.elapsed());
+                    times[k].push(d);
                 }
             }
         }
@@ -383,8 +566,12 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
         .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
         .collect::<anyhow::Result<_>>()?;
     let mut records = Vec::new();
+    // each document's records in `records`, to stage them one batch each
+    let mut doc_ranges = Vec::with_capacity(docs.len());
     for doc in &docs {
+        let start = records.len();
         records.extend(load_records(doc)?);
+        doc_ranges.push(start..records.len());
     }
     let doc_bytes: usize = docs.iter().map(Vec::len).sum();
     let n = records.len();
@@ -470,6 +657,102 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
         );
     }
 
+    // the staged write path (the CLI's and Lambda's default): the batch's
+    // accepted events as ONE staging object, published later
+    let cfg_staged = PipelineConfig {
+        window_secs: 300,
+        ..PipelineConfig::default()
+    };
+    let staged_counts = {
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        let o = rt.block_on(run_batch(&records, &store, &sink, &cfg_staged, Utc::now()));
+        if o.counts.failed > 0 || o.counts.staging_objects != 1 || o.counts.written != c.written {
+            bail!(
+                "the staged pipeline wrote {} events in {} staging objects ({} failed: {:?}), the direct one {}",
+                o.counts.written,
+                o.counts.staging_objects,
+                o.counts.failed,
+                o.failed.first(),
+                c.written
+            );
+        }
+        o.counts
+    };
+    // the staging object alone, from the batch's events grouped as the
+    // pipeline groups them: the shipped format and the alternatives
+    let owners: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let mut s = String::new();
+            r.origin.write_owner(&mut s);
+            s
+        })
+        .collect();
+    let parts = staged_parts(&decoded, &owners);
+    let staged_rows: usize = parts.iter().map(|(_, e)| e.len()).sum();
+    let staging_objects: Vec<(SectionCodec, StagingObject)> = SectionCodec::ALL
+        .iter()
+        .map(|&k| Ok((k, staging_object(&parts, k)?)))
+        .collect::<anyhow::Result<_>>()?;
+    for (k, obj) in &staging_objects {
+        if read_staging(obj, *k)? != staged_rows {
+            bail!("the {} staging object does not read back", k.label());
+        }
+    }
+    // the publisher: every document staged as its own batch (one staging
+    // object each, as Lambda invocations stage), then one publication of the
+    // window, on a fresh copy of that staged lake every round
+    let staged_lake: Vec<(String, bytes::Bytes)> = {
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        let at = Utc::now();
+        for range in &doc_ranges {
+            let o = rt.block_on(run_batch(
+                &records[range.clone()],
+                &store,
+                &sink,
+                &cfg_staged,
+                at,
+            ));
+            if o.counts.failed > 0 {
+                bail!("staging failed: {:?}", o.failed.first());
+            }
+        }
+        sink.objects()
+    };
+    let staging_in: Vec<usize> = staged_lake
+        .iter()
+        .filter(|(k, _)| k.ends_with(".kls"))
+        .map(|(_, b)| b.len())
+        .collect();
+    let pub_cfg = PublishConfig {
+        window_secs: 300,
+        ..PublishConfig::default()
+    };
+    let fill = |objects: &[(String, bytes::Bytes)]| -> anyhow::Result<MemSink> {
+        let sink = MemSink::default();
+        for (k, b) in objects {
+            rt.block_on(sink.put(k, b.clone()))?;
+        }
+        Ok(sink)
+    };
+    // one publication for its counts (and a warm schema cache, as in a
+    // publisher that has run before)
+    let published: Published = rt
+        .block_on(publish(
+            &fill(&staged_lake)?,
+            &pub_cfg,
+            Which::Everything,
+            Utc::now(),
+        ))
+        .map_err(|e| anyhow::anyhow!("publishing: {e}"))?;
+    if published.events != c.written && docs.len() == 1 {
+        bail!(
+            "the publisher wrote {} events, the direct pipeline {}",
+            published.events,
+            c.written
+        );
+    }
+
     let mut jobs = Rounds { jobs: Vec::new() };
     // the whole pipeline: decode, enrich, dedup, group, claim, type, encode,
     // put. A warm process: the lake schema is in the process's cache (`cfg`
@@ -485,6 +768,36 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
         let (store, sink) = (MemStore::default(), MemSink::default());
         let out = rt.block_on(run_batch(&records, &store, &sink, &cfg_auto, Utc::now()));
         out.counts.written as usize
+    });
+    // the same, staged: one staging object instead of one file per partition
+    jobs.add("pipeline_staged", || {
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        let out = rt.block_on(run_batch(&records, &store, &sink, &cfg_staged, Utc::now()));
+        out.counts.written as usize
+    });
+    // the staging object alone, in each section codec, and read back
+    for (k, _) in &staging_objects {
+        let (k, parts) = (*k, &parts);
+        jobs.add(format!("staging:{}", k.label()), move || {
+            staging_object(parts, k).map_or(0, |o| o.bytes.len())
+        });
+    }
+    for (k, obj) in &staging_objects {
+        let k = *k;
+        jobs.add(format!("staging_read:{}", k.label()), move || {
+            read_staging(obj, k).unwrap_or(0)
+        });
+    }
+    // one publication of the staged window; filling the fresh sink is not timed
+    jobs.add_timed("publish", || {
+        let Ok(sink) = fill(&staged_lake) else {
+            return Duration::ZERO;
+        };
+        let t = Instant::now();
+        let p = rt.block_on(publish(&sink, &pub_cfg, Which::Everything, Utc::now()));
+        let d = t.elapsed();
+        black_box(p.map(|p| p.events).unwrap_or(0));
+        d
     });
     // a cold process: reads the (empty) schema registry and commits version 1
     jobs.add("pipeline_cold", || {
@@ -596,6 +909,64 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
         c.files,
         c.bytes as f64 / 1e6
     );
+    let t_staged = get("pipeline_staged");
+    println!(
+        "run_batch staged (window_secs 300): {:>8.2} ms  {:>9.0} events/s  {:>6.1} MB/s of event JSON: {:.2}x the direct path, {:.0} % of the 250,000 events/s target",
+        ms(t_staged),
+        rate(n, t_staged),
+        json_mb / t_staged.as_secs_f64(),
+        t_pipeline.as_secs_f64() / t_staged.as_secs_f64(),
+        100.0 * rate(n, t_staged) / 250_000.0
+    );
+    println!(
+        "  {} written into {} staging object",
+        staged_counts.written, staged_counts.staging_objects
+    );
+    println!(
+        "the staging object alone ({} events in {} sections, {:.2} MB of framed JSON), one thread:",
+        staged_rows,
+        parts.len(),
+        staging_objects.first().map_or(0, |(_, o)| o.raw_bytes) as f64 / 1e6
+    );
+    let mut staging_results = Vec::new();
+    for (k, obj) in &staging_objects {
+        let (d, r) = (
+            get(&format!("staging:{}", k.label())),
+            get(&format!("staging_read:{}", k.label())),
+        );
+        println!(
+            "  {:<22} build {:>7.2} ms  {:>7.2} MB ({:>5.1} % of the JSON)  read back {:>6.2} ms",
+            k.label(),
+            ms(d),
+            obj.bytes.len() as f64 / 1e6,
+            100.0 * obj.bytes.len() as f64 / json_bytes as f64,
+            ms(r)
+        );
+        staging_results.push(serde_json::json!({
+            "codec": k.label(), "build_ms": ms(d), "read_ms": ms(r), "bytes": obj.bytes.len(),
+        }));
+    }
+    let t_publish = get("publish");
+    let staging_total: usize = staging_in.iter().sum();
+    let json_published: usize = json_bytes;
+    println!(
+        "the publisher ({} thread(s)): {} staging objects ({:.2} MB) -> {} events in {} files ({:.2} MB of Parquet): {:.2} ms",
+        cores,
+        staging_in.len(),
+        staging_total as f64 / 1e6,
+        published.events,
+        published.files,
+        published.bytes as f64 / 1e6,
+        ms(t_publish)
+    );
+    println!(
+        "  {:.0} events/s; {:.1} MB/s of staging in, {:.1} MB/s of Parquet out, {:.1} MB/s of event JSON{}",
+        rate(published.events as usize, t_publish),
+        staging_total as f64 / 1e6 / t_publish.as_secs_f64(),
+        published.bytes as f64 / 1e6 / t_publish.as_secs_f64(),
+        json_published as f64 / 1e6 / t_publish.as_secs_f64(),
+        if cores == 1 { " (one core)" } else { "" }
+    );
     let t_plain = get("straightforward");
     println!(
         "  straightforward (serde_json::Value, Arrow builders, ArrowWriter zstd(1)): {:.2} ms  {:.0} events/s  {:.2} MB: run_batch is {:.1}x as fast ({:.1}x with auto)",
@@ -705,7 +1076,25 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
             .push(serde_json::json!({"setting": label.trim(), "ms": ms(d), "bytes": bytes}));
     }
 
-    let result = serde_json::json!({
+    let staged_result = serde_json::json!({
+        "staged_pipeline_ms": ms(t_staged),
+        "events_per_s_staged": rate(n, t_staged),
+        "staging": staging_results,
+        "staging_rows": staged_rows,
+        "publish": {
+            "ms": ms(t_publish),
+            "staging_objects": staging_in.len(),
+            "staging_bytes": staging_total,
+            "events": published.events,
+            "files": published.files,
+            "parquet_bytes": published.bytes,
+            "events_per_s": rate(published.events as usize, t_publish),
+            "staging_mb_per_s": staging_total as f64 / 1e6 / t_publish.as_secs_f64(),
+            "parquet_mb_per_s": published.bytes as f64 / 1e6 / t_publish.as_secs_f64(),
+            "json_mb_per_s": json_published as f64 / 1e6 / t_publish.as_secs_f64(),
+        },
+    });
+    let mut result = serde_json::json!({
         "mode": "batch",
         "file": path.display().to_string(),
         "records": n,
@@ -739,6 +1128,9 @@ fn bench_batch(args: &[String]) -> anyhow::Result<()> {
         "codecs": codecs,
         "writer_settings": writer_results,
     });
+    if let (Some(r), serde_json::Value::Object(staged)) = (result.as_object_mut(), staged_result) {
+        r.extend(staged);
+    }
     println!("RESULT {result}");
     Ok(())
 }
@@ -880,14 +1272,18 @@ fn once(args: &[String]) -> anyhow::Result<()> {
 }
 
 fn ingest_mem(args: &[String]) -> anyhow::Result<()> {
-    const USAGE: &str =
-        "usage: pipeline ingest --lake DIR [--store mem|redb] [--sink fs|mem] INPUT...";
+    const USAGE: &str = "usage: pipeline ingest --lake DIR [--store mem|redb] [--sink fs|mem] [--window SECONDS] INPUT...";
     let mut lake = None;
     let (mut store_kind, mut sink_kind) = ("mem".to_string(), "fs".to_string());
+    let mut window = kinesis_lake::core::window::DEFAULT_WINDOW_SECS;
     let mut inputs = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--window" => {
+                let v = it.next().context("--window needs a number of seconds")?;
+                window = v.parse().with_context(|| format!("--window {v:?}"))?;
+            }
             "--lake" => lake = Some(PathBuf::from(it.next().context("--lake needs a folder")?)),
             "--store" => store_kind = it.next().context("--store needs mem or redb")?.clone(),
             "--sink" => sink_kind = it.next().context("--sink needs fs or mem")?.clone(),
@@ -906,9 +1302,13 @@ fn ingest_mem(args: &[String]) -> anyhow::Result<()> {
     let run = |rt: &tokio::runtime::Runtime| -> anyhow::Result<kinesis_lake::ingest::Summary> {
         let files = kinesis_lake::local::input::expand(&inputs, Some(&lake))?;
         let progress: kinesis_lake::local::input::OnRead = std::sync::Arc::new(|_| {});
-        let (cfg, limits) = (PipelineConfig::default(), BatchLimits::default());
+        let cfg = PipelineConfig {
+            window_secs: window,
+            ..PipelineConfig::default()
+        };
+        let limits = BatchLimits::default();
         let summary = match (store_kind.as_str(), sink_kind.as_str()) {
-            ("mem", "fs") => rt.block_on(ingest(
+            ("mem", "fs") => rt.block_on(ingest_publish(
                 &files,
                 &MemStore::default(),
                 &FsSink::new(&lake),
@@ -916,7 +1316,7 @@ fn ingest_mem(args: &[String]) -> anyhow::Result<()> {
                 &limits,
                 progress.clone(),
             )),
-            ("mem", "mem") => rt.block_on(ingest(
+            ("mem", "mem") => rt.block_on(ingest_publish(
                 &files,
                 &MemStore::default(),
                 &MemSink::default(),
@@ -926,7 +1326,7 @@ fn ingest_mem(args: &[String]) -> anyhow::Result<()> {
             )),
             ("redb", "fs") => {
                 let store = RedbStore::open(&redb_store::default_path(&lake))?;
-                rt.block_on(ingest(
+                rt.block_on(ingest_publish(
                     &files,
                     &store,
                     &FsSink::new(&lake),
@@ -937,7 +1337,7 @@ fn ingest_mem(args: &[String]) -> anyhow::Result<()> {
             }
             ("redb", "mem") => {
                 let store = RedbStore::open(&redb_store::default_path(&lake))?;
-                rt.block_on(ingest(
+                rt.block_on(ingest_publish(
                     &files,
                     &store,
                     &MemSink::default(),
@@ -974,6 +1374,221 @@ fn ingest_mem(args: &[String]) -> anyhow::Result<()> {
     if c.failed > 0 {
         bail!("{} records failed", c.failed);
     }
+    Ok(())
+}
+
+/// What `kinesis-lake ingest` does on a folder lake: ingest, then (with a
+/// window) publish everything staged, removing the staging objects.
+async fn ingest_publish<
+    S: kinesis_lake::core::dedup::DedupStore,
+    O: kinesis_lake::core::sink::ObjectSink,
+>(
+    files: &[kinesis_lake::local::input::InputFile],
+    store: &S,
+    sink: &O,
+    cfg: &PipelineConfig,
+    limits: &BatchLimits,
+    progress: kinesis_lake::local::input::OnRead,
+) -> anyhow::Result<kinesis_lake::ingest::Summary> {
+    let mut summary = ingest(files, store, sink, cfg, limits, progress).await?;
+    if cfg.window_secs > 0 {
+        let p = PublishConfig {
+            window_secs: cfg.window_secs,
+            schema_cache: cfg.schema_cache.clone(),
+            remove_staged: true,
+            ..PublishConfig::default()
+        };
+        summary.published = Some(
+            publish(sink, &p, Which::Everything, Utc::now())
+                .await
+                .map_err(|e| anyhow::anyhow!("publishing: {e}"))?,
+        );
+    }
+    Ok(summary)
+}
+
+/// The phases of the CLI's first batch of an NDJSON file, one at a time, and
+/// how far each is from its limit: the JSON parser alone on the same lines,
+/// and the claims as a hash set of the same uuids, beside the claims in
+/// `MemStore` and in the embedded store (a fresh redb database each round).
+fn limits(args: &[String]) -> anyhow::Result<()> {
+    use kinesis_lake::core::dedup::{Claim, DedupStore as _};
+    let (pos, iters) = parse_iters(args)?;
+    let path = pos
+        .first()
+        .context("usage: pipeline limits NDJSON_FILE [--iters N]")?;
+    let body = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+    // the CLI's first batch: lines until the batch limits
+    let batch_limits = BatchLimits::default();
+    let mut lines: Vec<&[u8]> = Vec::new();
+    let mut bytes = 0usize;
+    for line in body.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if bytes + line.len() > batch_limits.max_bytes || lines.len() >= batch_limits.max_records {
+            break;
+        }
+        bytes += line.len();
+        lines.push(line);
+    }
+    let n = lines.len();
+    let mb = bytes as f64 / 1e6;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let events: Vec<Event<'_>> = lines.iter().filter_map(|l| enrich(l).ok()).collect();
+    let grouped = groups(&events);
+    let schema = LakeSchema::default()
+        .plan(&stats_of(&grouped))
+        .unwrap_or_default();
+    let opts = EncodeOptions::default();
+    let uuids: Vec<&str> = grouped
+        .iter()
+        .flatten()
+        .map(|e| e.event_uuid.as_ref())
+        .collect();
+    let owners: Vec<String> = (1..=n).map(|i| format!("file:{path}#{i}")).collect();
+    let key = "event_type=x/event_subtype=y/event_date=2024-03-17/part.parquet";
+    let claims: Vec<Claim<'_>> = uuids
+        .iter()
+        .zip(&owners)
+        .map(|(u, o)| Claim {
+            event_uuid: u,
+            owner: o,
+            object_key: key,
+        })
+        .collect();
+    let rt = single_thread_runtime()?;
+    println!(
+        "{path}: the CLI's first batch: {n} lines, {mb:.1} MB of JSON; {} events after dedup in {} partitions; {iters} rounds, medians; {cores} core(s)",
+        uuids.len(),
+        grouped.len()
+    );
+    let on_threads = |threads: usize, f: &(dyn Fn(&[u8]) -> bool + Sync)| -> usize {
+        let chunk = n.div_ceil(threads.max(1)).max(1);
+        std::thread::scope(|s| {
+            let hs: Vec<_> = lines
+                .chunks(chunk)
+                .map(|c| s.spawn(move || c.iter().filter(|l| f(l)).count()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        })
+    };
+    let parse = |l: &[u8]| serde_json::from_slice::<IgnoredAny>(l).is_ok();
+    let decode_enrich = |l: &[u8]| decode(l).is_ok_and(|d| enrich(&d).is_ok());
+    let mut jobs = Rounds { jobs: Vec::new() };
+    jobs.add("serde_ignored", || {
+        lines.iter().filter(|l| parse(l)).count()
+    });
+    jobs.add("decode_enrich", || {
+        lines.iter().filter(|l| decode_enrich(l)).count()
+    });
+    if cores > 1 {
+        jobs.add("serde_ignored_parallel", || on_threads(cores, &parse));
+        jobs.add("decode_enrich_parallel", || {
+            on_threads(cores, &decode_enrich)
+        });
+    }
+    jobs.add("claim_hashset_str", || {
+        let mut set: foldhash::HashSet<&str> = foldhash::HashSetExt::with_capacity(uuids.len());
+        uuids.iter().filter(|u| set.insert(u)).count()
+    });
+    jobs.add("claim_hashset_16_bytes", || {
+        let mut set: foldhash::HashSet<u128> = foldhash::HashSetExt::with_capacity(uuids.len());
+        uuids
+            .iter()
+            .filter_map(|u| uuid::Uuid::try_parse(u).ok())
+            .filter(|u| set.insert(u.as_u128()))
+            .count()
+    });
+    jobs.add("claim_memstore", || {
+        let store = MemStore::default();
+        rt.block_on(store.claim(&claims, 1_800_000_000)).len()
+    });
+    jobs.add_timed("claim_redb", || {
+        let Ok(dir) = tempfile::tempdir() else {
+            return Duration::ZERO;
+        };
+        let Ok(store) = RedbStore::open(&dir.path().join("dedup.redb")) else {
+            return Duration::ZERO;
+        };
+        let t = Instant::now();
+        black_box(rt.block_on(store.claim(&claims, 1_800_000_000)).len());
+        t.elapsed()
+    });
+    jobs.add("typing", || {
+        let stats = stats_of(&grouped);
+        stats.len() + usize::from(schema.plan(&stats).is_none())
+    });
+    jobs.add("encode", || {
+        encode_groups(&grouped, &schema, &opts).map_or(0, |f| f.len())
+    });
+    if cores > 1 {
+        jobs.add("encode_parallel", || {
+            encode_parallel(&grouped, &schema, &opts, cores)
+        });
+    }
+    let t = jobs.run(1, iters);
+    let get = |k: &str| t.get(k).copied().unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    for (what, k) in [
+        (
+            "serde_json to IgnoredAny, each line (the parser alone)",
+            "serde_ignored",
+        ),
+        ("decode + validate + enrich, each line", "decode_enrich"),
+        (
+            "  the same parser alone, on every core",
+            "serde_ignored_parallel",
+        ),
+        (
+            "  decode + enrich on every core (as run_batch)",
+            "decode_enrich_parallel",
+        ),
+        (
+            "claims as a foldhash HashSet<&str> of the uuids",
+            "claim_hashset_str",
+        ),
+        (
+            "  parsed to 16 bytes, HashSet<u128>",
+            "claim_hashset_16_bytes",
+        ),
+        (
+            "claims in MemStore (the DedupStore in memory)",
+            "claim_memstore",
+        ),
+        (
+            "claims in the embedded store (fresh redb, one commit)",
+            "claim_redb",
+        ),
+        ("typing (kinds, stats, schema plan)", "typing"),
+        ("encode, one thread", "encode"),
+        ("encode on every core", "encode_parallel"),
+    ] {
+        let Some(d) = t.get(k).copied() else { continue };
+        println!(
+            "  {what:<56} {:>8.1} ms  {:>7.1} MB/s of JSON  {:>10.0} per s",
+            ms(d),
+            mb / d.as_secs_f64(),
+            if k.starts_with("claim") {
+                uuids.len()
+            } else {
+                n
+            } as f64
+                / d.as_secs_f64()
+        );
+        out.insert(format!("{k}_ms"), serde_json::json!(ms(d)));
+    }
+    println!(
+        "  decode + enrich / parser alone: {:.2}x; redb claims / hash set: {:.0}x",
+        get("decode_enrich").as_secs_f64() / get("serde_ignored").as_secs_f64(),
+        get("claim_redb").as_secs_f64() / get("claim_hashset_str").as_secs_f64()
+    );
+    let result = serde_json::json!({
+        "mode": "limits", "lines": n, "json_bytes": bytes, "events": uuids.len(),
+        "partitions": grouped.len(), "iterations": iters, "cores": cores, "ms": out,
+    });
+    println!("RESULT {result}");
     Ok(())
 }
 

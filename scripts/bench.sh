@@ -6,19 +6,26 @@
 #   1. input: ../shared/bench/gen_events.py, BENCH_EVENTS (100,000) events as a
 #      folder of Lambda Kinesis event documents and as one NDJSON file;
 #   2. the in-process pipeline on one ~6 MB Kinesis batch (benches/pipeline.rs,
-#      one core, no I/O): events/s, MB/s, phases, parser speed, Parquet codecs;
+#      one core, no I/O): events/s of the direct and the staged write paths,
+#      MB/s, phases, parser speed, Parquet codecs, the staging object's codecs,
+#      and the publisher (MB/s of staging in and of Parquet out per core); the
+#      same publisher on all documents staged; then the phases of the CLI's
+#      first NDJSON batch beside their limits (the parser alone, a hash-set
+#      claim; `pipeline limits`) and orjson on the same lines;
 #   3. peak memory of one 6 MB batch: the bench binary (`once`) under
 #      /usr/bin/time -v, and the Lambda binary handed that batch as an event;
 #   4. end to end, BENCH_RUNS (3) rounds, interleaved, medians: `kinesis-lake
-#      ingest` (embedded redb dedup), the same with in-memory dedup, and the
-#      Python peer (../shared/bench/peer_pyarrow.py), on both inputs; events/s,
-#      the ratio to the peer, peak RSS; then a check that the lakes are equal;
+#      ingest` (embedded redb dedup; stages and publishes), the same with
+#      `--window 0` (direct writes) and with in-memory dedup, the Python peer
+#      (../shared/bench/peer_pyarrow.py) and the DuckDB peer
+#      (../shared/bench/peer_duckdb.py), on both inputs; events/s, the ratios
+#      to both peers, peak RSS; then a check that the lakes are equal;
 #   5. Lambda cold start (BENCH_STARTS starts, median) and binary size.
 #
 # Environment: BENCH_RUNS (3), BENCH_EVENTS (100000), BENCH_ITERS (15),
 # BENCH_BIG=0 (skip the in-process run on all documents as one batch),
 # BENCH_STARTS (10), BENCH_NO_BUILD=1 (use the binaries in target/release as
-# they are), BENCH_SETTLE (90: seconds to wait at most for the load average to
+# they are), BENCH_E2E_ONLY=1 (only the input and the end-to-end rounds), BENCH_SETTLE (90: seconds to wait at most for the load average to
 # fall after the build), BENCH_KEEP=1 (keep the temporary folder with inputs and lakes),
 # BENCH_OUT (target/bench: logs and JSON results).
 set -euo pipefail
@@ -42,19 +49,19 @@ done
 
 # ------------------------------------------------------------ prerequisites
 [[ -d "$SHARED" ]] || die "shared benchmark material not found at $SHARED
-  (expected ../shared/bench next to the repository, with gen_events.py and peer_pyarrow.py)"
-for f in gen_events.py peer_pyarrow.py; do
+  (expected ../shared/bench next to the repository, with gen_events.py, peer_pyarrow.py and peer_duckdb.py)"
+for f in gen_events.py peer_pyarrow.py peer_duckdb.py; do
     [[ -f "$SHARED/$f" ]] || die "$SHARED/$f is missing"
 done
 SHARED="$(cd -- "$SHARED" && pwd)"
 command -v cargo >/dev/null || die "cargo not found (install Rust: https://rustup.rs)"
 
-if ! "$PY" -c 'import orjson, pyarrow' 2>/dev/null; then
+if ! "$PY" -c 'import orjson, pyarrow, duckdb' 2>/dev/null; then
     log "Python tools missing: running scripts/setup-tools.sh"
     bash "$SCRIPT_DIR/setup-tools.sh"
 fi
-"$PY" -c 'import orjson, pyarrow' 2>/dev/null \
-    || die "$PY cannot import orjson and pyarrow (see scripts/requirements-test.txt)"
+"$PY" -c 'import orjson, pyarrow, duckdb' 2>/dev/null \
+    || die "$PY cannot import orjson, pyarrow and duckdb (see scripts/requirements-test.txt)"
 
 TIME_BIN=/usr/bin/time
 if [[ ! -x "$TIME_BIN" ]] && [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
@@ -120,7 +127,7 @@ log "machine"
     echo "memory:  $(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
     echo "kernel:  $(uname -r)"
     echo "rustc:   $(rustc --version)"
-    echo "python:  $("$PY" -c 'import sys, orjson, pyarrow; print(sys.version.split()[0], "orjson", orjson.__version__, "pyarrow", pyarrow.__version__)')"
+    echo "python:  $("$PY" -c 'import sys, orjson, pyarrow, duckdb; print(sys.version.split()[0], "orjson", orjson.__version__, "pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__)')"
     echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
 } | tee "$OUT/machine-$STAMP.txt"
 
@@ -131,6 +138,8 @@ BATCH="$(ls "$TMP"/kinesis/*.json | head -n1)"
 [[ -f "$BATCH" ]] || die "gen_events.py wrote no Kinesis batch"
 echo "$(ls "$TMP/kinesis" | wc -l) Kinesis documents ($(du -sh "$TMP/kinesis" | cut -f1)), NDJSON $(du -sh "$TMP/events.ndjson" | cut -f1)"
 
+E2E_ONLY="${BENCH_E2E_ONLY:-0}"
+if [[ "$E2E_ONLY" != 1 ]]; then
 # ------------------------------------------------------------ in-process pipeline
 # One core: the process is pinned to one CPU (taskset), so run_batch's own
 # encoding threads (one per usable core) come down to one.
@@ -144,13 +153,39 @@ log "in-process pipeline on one Kinesis batch ($(basename "$BATCH")), ONE core, 
 "${ONE_CORE[@]}" "$BENCH_BIN" batch "$BATCH" --iters "$ITERS" | tee "$OUT/pipeline-1core-$STAMP.txt" | grep -v '^RESULT' 
 if [[ $(nproc) -gt 1 ]]; then
     log "the same on all $(nproc) cores (run_batch encodes its files in parallel)"
-    "$BENCH_BIN" batch "$BATCH" --iters "$ITERS" | grep -E '^(run_batch|  sum)' \
+    "$BENCH_BIN" batch "$BATCH" --iters "$ITERS" | grep -E '^(run_batch|  sum|the publisher|  [0-9]+ events/s)' \
         | tee "$OUT/pipeline-allcores-$STAMP.txt"
 fi
 if [[ "${BENCH_BIG:-1}" == 1 ]]; then
     log "in-process pipeline on all $(ls "$TMP"/kinesis/*.json | wc -l) documents as ONE batch (a CLI-sized batch: bigger files), one core"
     "${ONE_CORE[@]}" "$BENCH_BIN" batch "$TMP"/kinesis/*.json --iters 3 | tee "$OUT/pipeline-big-1core-$STAMP.txt" | grep -v '^RESULT' 
 fi
+log "the CLI's first NDJSON batch, phase by phase, beside their limits (pipeline limits), one core"
+"${ONE_CORE[@]}" "$BENCH_BIN" limits "$TMP/events.ndjson" --iters 5 | tee "$OUT/limits-1core-$STAMP.txt" | grep -v '^RESULT'
+# for scale: orjson into full Python objects, the same lines (the CLI's first
+# 64 MiB batch), one core, median of 5
+"${ONE_CORE[@]}" "$PY" - "$TMP/events.ndjson" <<'PYEOF' | tee -a "$OUT/limits-1core-$STAMP.txt"
+import statistics, sys, time
+import orjson
+lines, size = [], 0
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        line = line.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        if size + len(line) > 64 << 20:
+            break
+        size += len(line)
+        lines.append(line)
+times = []
+for _ in range(5):
+    t = time.perf_counter()
+    for line in lines:
+        orjson.loads(line)
+    times.append(time.perf_counter() - t)
+m = statistics.median(times)
+print(f"  orjson.loads, each line, into Python objects (one core)   {m * 1e3:8.1f} ms  {size / 1e6 / m:7.1f} MB/s of JSON")
+PYEOF
 
 # ------------------------------------------------------------ memory of one batch
 log "peak memory of one 6 MB batch"
@@ -161,12 +196,13 @@ else
     "$BENCH_BIN" once "$BATCH" | grep -v '^RESULT'
 fi
 "$PY" "$SCRIPT_DIR/bench_lambda_init.py" --bin "$LAMBDA" --invoke "$BATCH" --json "$OUT/lambda-invoke-$STAMP.json"
+fi  # BENCH_E2E_ONLY
 
 # ------------------------------------------------------------ end to end vs the peer
-log "end to end: ours vs the Python peer, $RUNS rounds, interleaved"
+log "end to end: ours vs the pyarrow and DuckDB peers, $RUNS rounds, interleaved"
 set +e
 "$PY" "$SCRIPT_DIR/bench_compare.py" run --ours "$OURS" --bench-bin "$BENCH_BIN" \
-    --peer "$SHARED/peer_pyarrow.py" --python "$PY" \
+    --peer "$SHARED/peer_pyarrow.py" --peer-duckdb "$SHARED/peer_duckdb.py" --python "$PY" \
     --kinesis "$TMP/kinesis" --ndjson "$TMP/events.ndjson" --events "$EVENTS" \
     --work "$TMP/e2e" --runs "$RUNS" --json "$OUT/e2e-$STAMP.json" | tee "$OUT/e2e-$STAMP.txt"
 compare_status=${PIPESTATUS[0]}
@@ -174,6 +210,7 @@ set -e
 [[ $compare_status -eq 0 || $compare_status -eq 2 ]] || die "the end-to-end run failed (exit $compare_status)"
 
 # ------------------------------------------------------------ Lambda
+if [[ "$E2E_ONLY" != 1 ]]; then
 log "Lambda cold start (process start -> first GET /runtime/invocation/next), $STARTS starts"
 "$PY" "$SCRIPT_DIR/bench_lambda_init.py" --bin "$LAMBDA" --starts "$STARTS" \
     --json "$OUT/lambda-init-$STAMP.json" || die "the cold start could not be measured"
@@ -183,6 +220,7 @@ for b in "$LAMBDA" "$OURS"; do
         -v z="$(gzip -9 -c "$b" | wc -c)" \
         'BEGIN { printf "  %-22s %6.1f MB as built (strip = \"symbols\"), %6.1f MB with strip --strip-all, %5.1f MB gzip -9 (~ the deployment zip)\n", n, a / 1e6, s / 1e6, z / 1e6 }' 
 done
+fi  # BENCH_E2E_ONLY
 
 log "done; logs and JSON results in $OUT (*-$STAMP.*)"
 if [[ $compare_status -eq 2 ]]; then

@@ -1,10 +1,18 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark of kinesis-lake against the Python peer, and a check
-that both produce the same lake. Run by scripts/bench.sh (`make bench`).
+"""End-to-end benchmark of kinesis-lake against two peers, the Python one
+(orjson + pyarrow) and DuckDB, and a check that all produce the same lake.
+Run by scripts/bench.sh (`make bench`).
 
-  bench_compare.py run --ours BIN --bench-bin BIN --peer PEER_PY --kinesis DIR
+  bench_compare.py run --ours BIN --bench-bin BIN --peer PEER_PY
+                       [--peer-duckdb PEER_DUCKDB_PY] --kinesis DIR
                        --ndjson FILE --work DIR [--runs N] [--json OUT]
   bench_compare.py compare OURS_LAKE PEER_LAKE
+
+Our `ingest` stages every batch and publishes the staged windows before it
+exits (the default, `--window 300`); `ingest --window 0` writes each batch's
+files directly, as before: both run in the same rounds. The DuckDB peer keeps
+no dead letters and no state across runs (no dedup store, nothing to resume):
+it is a lower bound on the work.
 
 `run` times every variant N times, interleaved round by round so that the
 machine's drift hits all of them alike, and quotes medians: wall time of the
@@ -18,8 +26,13 @@ and equal values of the common columns and of every payload field. It compares
 meaning, not bytes: the peer names a null subtype folder `None` where we write
 Hive's `__HIVE_DEFAULT_PARTITION__`; it stores `created_at` as int64 where we
 store a double; it stores JSON objects and arrays as Parquet structs and lists
-where we keep them as JSON text. Such physical differences are listed, and
-every value is compared after reading both sides back into Python values.
+where we keep them as JSON text. DuckDB stores event_uuid as a UUID, writes
+a null subtype folder as `NULL`, and types payload fields whose kind varies
+across event types as its JSON type (JSON text): read back as str, None and
+parsed JSON. Our staged lake names its files `part-<window>-g0000-0000.parquet`,
+the direct one `part-<uuid>.parquet`: names are not compared, rows are. Such
+physical differences are listed, and every value is compared after reading
+both sides back into Python values.
 """
 import argparse
 import json
@@ -72,31 +85,40 @@ def count_files(lake):
 
 
 def cmd_run(a):
-    for p, what in ((a.ours, "--ours"), (a.bench_bin, "--bench-bin"), (a.peer, "--peer")):
-        if not os.path.exists(p):
+    for p, what in ((a.ours, "--ours"), (a.bench_bin, "--bench-bin"), (a.peer, "--peer"),
+                    (a.peer_duckdb, "--peer-duckdb")):
+        if p and not os.path.exists(p):
             die(f"{what} {p} does not exist")
     os.makedirs(a.work, exist_ok=True)
     n_events = a.events
     W = lambda *p: os.path.join(a.work, *p)  # noqa: E731
 
+    ingest = lambda *extra: (lambda lake, src: [  # noqa: E731
+        a.ours, "ingest", "--json", "--no-progress", *extra, "--lake", lake, src])
     variants = [
         # (name, input kind, lake dir, command builder)
-        ("ours: ingest (redb dedup)", "kinesis", W("lake-ours-kin"),
-         lambda lake: [a.ours, "ingest", "--json", "--no-progress", "--lake", lake, a.kinesis]),
+        ("ours: ingest (staged, redb)", "kinesis", W("lake-ours-kin"), ingest()),
+        ("ours: ingest --window 0", "kinesis", W("lake-direct-kin"), ingest("--window", "0")),
         ("ours: in-memory dedup", "kinesis", W("lake-mem-kin"),
-         lambda lake: [a.bench_bin, "ingest", "--lake", lake, a.kinesis]),
+         lambda lake, src: [a.bench_bin, "ingest", "--lake", lake, src]),
         ("ours: ingest --batch-mib 2", "kinesis", W("lake-ours-kin-small"),
-         lambda lake: [a.ours, "ingest", "--json", "--no-progress", "--batch-mib", "2",
-                       "--lake", lake, a.kinesis]),
+         ingest("--batch-mib", "2")),
         ("peer: pyarrow", "kinesis", W("lake-peer-kin"),
-         lambda lake: [a.python, a.peer, "--out", lake, a.kinesis]),
-        ("ours: ingest (redb dedup)", "ndjson", W("lake-ours-nd"),
-         lambda lake: [a.ours, "ingest", "--json", "--no-progress", "--lake", lake, a.ndjson]),
+         lambda lake, src: [a.python, a.peer, "--out", lake, src]),
+        ("peer: duckdb", "kinesis", W("lake-duck-kin"),
+         lambda lake, src: [a.python, a.peer_duckdb, "--out", lake, src]),
+        ("ours: ingest (staged, redb)", "ndjson", W("lake-ours-nd"), ingest()),
+        ("ours: ingest --window 0", "ndjson", W("lake-direct-nd"), ingest("--window", "0")),
         ("ours: in-memory dedup", "ndjson", W("lake-mem-nd"),
-         lambda lake: [a.bench_bin, "ingest", "--lake", lake, a.ndjson]),
+         lambda lake, src: [a.bench_bin, "ingest", "--lake", lake, src]),
         ("peer: pyarrow", "ndjson", W("lake-peer-nd"),
-         lambda lake: [a.python, a.peer, "--out", lake, a.ndjson]),
+         lambda lake, src: [a.python, a.peer, "--out", lake, src]),
+        ("peer: duckdb", "ndjson", W("lake-duck-nd"),
+         lambda lake, src: [a.python, a.peer_duckdb, "--out", lake, src]),
     ]
+    if not a.peer_duckdb:
+        variants = [v for v in variants if v[0] != "peer: duckdb"]
+    source = {"kinesis": a.kinesis, "ndjson": a.ndjson}
     times = {i: [] for i in range(len(variants))}
     rss = {i: [] for i in range(len(variants))}
     outs = {}
@@ -125,11 +147,11 @@ def cmd_run(a):
             name, kind, lake, build = variants[i]
             lake = fresh(lake_of(lake, r))
             os.sync()
-            wall, kib, out = run_once(build(lake), W(f"log-{i}-{r}.txt"))
+            wall, kib, out = run_once(build(lake, source[kind]), W(f"log-{i}-{r}.txt"))
             times[i].append(wall)
             rss[i].append(kib)
             outs[i] = out
-            print(f"  round {r + 1}/{a.runs}  {name:<28} {kind:<8} {wall:7.2f} s  "
+            print(f"  round {r + 1}/{a.runs}  {name:<29} {kind:<8} {wall:7.2f} s  "
                   f"{n_events / wall:9.0f} events/s  peak RSS {kib / 1024:7.1f} MiB", flush=True)
     elapsed = time.time() - started
     # keep only the last round's lakes
@@ -147,26 +169,41 @@ def cmd_run(a):
             "events_per_s": n_events / med, "peak_rss_mib": max(rss[i]) / 1024,
             "parquet_files": count_files(lake), "lake": lake,
         })
-    peer = {r["input"]: r for r in results if r["variant"].startswith("peer")}
+    peer = {r["input"]: r for r in results if r["variant"] == "peer: pyarrow"}
+    duck = {r["input"]: r for r in results if r["variant"] == "peer: duckdb"}
     print()
     print(f"{n_events} events; {a.runs} runs per variant, interleaved, in {elapsed:.0f} s; medians")
-    print(f"{'variant':<29}{'input':<9}{'median s':>9}{'events/s':>11}{'x peer':>8}"
-          f"{'peak RSS MiB':>14}{'files':>7}")
+    print(f"{'variant':<30}{'input':<9}{'median s':>9}{'events/s':>11}{'x pyarrow':>10}"
+          f"{'x duckdb':>9}{'peak RSS MiB':>14}{'files':>7}")
     for r in results:
         r["ratio_vs_peer"] = r["events_per_s"] / peer[r["input"]]["events_per_s"]
-        print(f"{r['variant']:<29}{r['input']:<9}{r['median_s']:>9.2f}{r['events_per_s']:>11.0f}"
-              f"{r['ratio_vs_peer']:>7.1f}x{r['peak_rss_mib']:>14.1f}{r['parquet_files']:>7}")
+        d = duck.get(r["input"])
+        r["ratio_vs_duckdb"] = r["events_per_s"] / d["events_per_s"] if d else None
+        dx = f"{r['ratio_vs_duckdb']:>8.1f}x" if d else f"{'-':>9}"
+        print(f"{r['variant']:<30}{r['input']:<9}{r['median_s']:>9.2f}{r['events_per_s']:>11.0f}"
+              f"{r['ratio_vs_peer']:>9.1f}x{dx}{r['peak_rss_mib']:>14.1f}{r['parquet_files']:>7}")
 
-    # the contents: ours against the peer, and the in-memory variant against redb
+    # the contents: ours against each peer, and our variants against each other
     checks = []
     last = lambda name: lake_of(W(name), a.runs - 1)  # noqa: E731
-    for ours_name, lake_a, lake_b in (
-        ("kinesis: ours vs peer", last("lake-ours-kin"), last("lake-peer-kin")),
-        ("ndjson: ours vs peer", last("lake-ours-nd"), last("lake-peer-nd")),
-        ("kinesis: ours --batch-mib 2 vs peer", last("lake-ours-kin-small"),
-         last("lake-peer-kin")),
+    pairs = [
+        ("kinesis: ours (staged) vs pyarrow peer", last("lake-ours-kin"), last("lake-peer-kin")),
+        ("ndjson: ours (staged) vs pyarrow peer", last("lake-ours-nd"), last("lake-peer-nd")),
+        ("kinesis: ours --window 0 vs ours (staged)", last("lake-direct-kin"),
+         last("lake-ours-kin")),
+        ("ndjson: ours --window 0 vs ours (staged)", last("lake-direct-nd"),
+         last("lake-ours-nd")),
+        ("kinesis: ours --batch-mib 2 vs ours", last("lake-ours-kin-small"),
+         last("lake-ours-kin")),
         ("kinesis: in-memory dedup vs redb", last("lake-mem-kin"), last("lake-ours-kin")),
-    ):
+    ]
+    if a.peer_duckdb:
+        pairs += [
+            ("kinesis: ours (staged) vs duckdb peer", last("lake-ours-kin"),
+             last("lake-duck-kin")),
+            ("ndjson: ours (staged) vs duckdb peer", last("lake-ours-nd"), last("lake-duck-nd")),
+        ]
+    for ours_name, lake_a, lake_b in pairs:
         print(f"\n== lake contents, {ours_name}")
         problems = compare(lake_a, lake_b)
         checks.append({"check": ours_name, "problems": problems})
@@ -191,17 +228,29 @@ def partition_of(rel_dir):
     from urllib.parse import unquote
     parts = dict(p.split("=", 1) for p in rel_dir.split(os.sep) if "=" in p)
     sub = parts.get("event_subtype")
-    # ours: Hive's null partition; the peer: str(None)
-    if sub in (HIVE_NULL, "None"):
+    # ours: Hive's null partition; the pyarrow peer: str(None); DuckDB: NULL
+    if sub in (HIVE_NULL, "None", "NULL"):
         sub = None
     elif sub is not None:
         sub = unquote(sub)
     return (unquote(parts.get("event_type", "")), sub, parts.get("event_date"))
 
 
+_LAKES = {}
+
+
 def read_lake(root):
     """{event_uuid: (partition, row dict)}, per-partition counts, column types,
-    repeated uuids."""
+    repeated uuids. Read once per lake (several checks share one)."""
+    root = os.path.abspath(root)
+    if root not in _LAKES:
+        _LAKES[root] = _read_lake(root)
+    return _LAKES[root]
+
+
+def _read_lake(root):
+    import uuid
+
     import pyarrow.parquet as pq
     rows, counts, types, repeats = {}, {}, {}, []
     for d, dirs, files in os.walk(root):
@@ -211,9 +260,18 @@ def read_lake(root):
                 continue
             part = partition_of(os.path.relpath(d, root))
             t = pq.read_table(os.path.join(d, f))
+            json_cols = set()
             for field in t.schema:
                 types.setdefault(field.name, set()).add(str(field.type))
+                if str(field.type) == "extension<arrow.json>":
+                    json_cols.add(field.name)
             for row in t.to_pylist():
+                # DuckDB's UUID and JSON types, read back as Python values
+                for k, v in row.items():
+                    if isinstance(v, uuid.UUID):
+                        row[k] = str(v)
+                    elif k in json_cols and isinstance(v, str):
+                        row[k] = json.loads(v)
                 u = row.get("event_uuid")
                 if u in rows:
                     repeats.append(u)
@@ -324,9 +382,10 @@ def compare(lake_a, lake_b, show=5):
     drifting_b = sorted(c for c, t in b_types.items() if len(t) > 1)
     nested_b = sorted(c for c, t in b_types.items()
                       if any(x.startswith(("struct", "list")) for x in t) and a_types.get(c) == {"string"})
+    json_b = sorted(c for c, t in b_types.items() if t == {"extension<arrow.json>"})
     other = sorted(c for c in set(a_types) & set(b_types)
                    if len(a_types[c]) == 1 and len(b_types[c]) == 1 and a_types[c] != b_types[c]
-                   and c not in nested_b)
+                   and c not in nested_b and c not in json_b)
     print("  storage differences (values were compared as read back, so these are not mismatches):")
     if variant_note := len(variants_a):
         print(f"    {variant_note} variant columns only in A (one lake-wide type per field; values of "
@@ -337,6 +396,9 @@ def compare(lake_a, lake_b, show=5):
     if nested_b:
         print(f"    {len(nested_b)} columns with JSON objects/arrays: JSON text in A, struct/list in B, "
               f"e.g. {nested_b[0]}")
+    if json_b:
+        print(f"    {len(json_b)} columns of DuckDB's JSON type in B (JSON text; its reader found "
+              f"values of more than one kind under that name across the input), e.g. {json_b[0]}")
     for c in other:
         print(f"    {c}: {', '.join(a_types[c])} in A, {', '.join(b_types[c])} in B")
     return problems
@@ -353,6 +415,7 @@ def main():
     r.add_argument("--ours", required=True, help="target/release/kinesis-lake")
     r.add_argument("--bench-bin", required=True, help="the pipeline bench binary")
     r.add_argument("--peer", required=True, help="peer_pyarrow.py")
+    r.add_argument("--peer-duckdb", help="peer_duckdb.py (left out when not given)")
     r.add_argument("--python", default=sys.executable, help="Python with orjson + pyarrow")
     r.add_argument("--kinesis", required=True, help="folder of Kinesis event documents")
     r.add_argument("--ndjson", required=True, help="the same events, one NDJSON file")
