@@ -16,6 +16,7 @@ use kinesis_lake::PipelineConfig;
 use kinesis_lake::aws::config::{
     self as lake_config, Clients, DEFAULT_IO_CONCURRENCY, DEFAULT_TTL_HOURS,
 };
+use kinesis_lake::aws::kinesis_stream::KinesisReader;
 use kinesis_lake::aws::{AwsLake, ClientSettings, S3Sink};
 use kinesis_lake::core::publish::{PublishConfig, Published, Which, publish};
 use kinesis_lake::ingest::{BatchLimits, Summary, ingest};
@@ -150,9 +151,12 @@ enum Command {
     /// the lake once (the dedup claims apply, and the moved lines are recorded
     /// in LAKE/_replay/ so a later replay skips them); what still fails stays
     /// a dead letter and no second copy is written. --failed reads records of
-    /// the Lambda function's S3 on-failure destination (a file or an s3://
-    /// key) and runs their batch's records through the pipeline. Safe to run
-    /// again, or after a kill: nothing is written twice.
+    /// the Lambda function's on-failure destination (a file or an s3:// key)
+    /// and runs their batch's records through the pipeline: the S3
+    /// destination's record holds them; an SQS or SNS destination's record
+    /// holds only the shard and sequence range, read back from the stream
+    /// (GetShardIterator + GetRecords) while the stream still retains them.
+    /// Safe to run again, or after a kill: nothing is written twice.
     Replay {
         /// The lake: a folder, or s3://BUCKET/PREFIX (with --dedup-table).
         #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
@@ -178,8 +182,9 @@ enum Command {
         /// Publication window (as for ingest): 0 writes files at once.
         #[arg(long, value_name = "SECONDS", env = "PUBLISH_WINDOW_SECONDS", default_value_t = kinesis_lake::core::window::DEFAULT_WINDOW_SECS, value_parser = parse_window)]
         window: u32,
-        /// A record of the on-failure destination (a file, or s3://BUCKET/KEY);
-        /// repeat for more. With --failed, dead letters are replayed only when
+        /// A record of the on-failure destination (a file, or s3://BUCKET/KEY):
+        /// the S3 form with the batch, or the SQS/SNS form whose records are
+        /// read from the stream; repeat for more. With --failed, dead letters are replayed only when
         /// --dead-letters is given too.
         #[arg(long, value_name = "FILE|s3://BUCKET/KEY")]
         failed: Vec<String>,
@@ -875,16 +880,43 @@ fn replay_lake(
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let clients = if target_is_s3(&target) || job.failed.iter().any(|f| f.starts_with("s3://"))
-        {
-            Some(Clients::load(&ClientSettings::default()).await?)
-        } else {
-            None
-        };
-        let mut failed_events = Vec::new();
+        use kinesis_lake::replay::{FailedBatch, fetch_batch, read_failed_batch};
+        let mut clients =
+            if target_is_s3(&target) || job.failed.iter().any(|f| f.starts_with("s3://")) {
+                Some(Clients::load(&ClientSettings::default()).await?)
+            } else {
+                None
+            };
+        let mut batches = Vec::new();
         for source in &job.failed {
             let body = read_source(source, clients.as_ref()).await?;
-            failed_events.push(kinesis_lake::replay::failed_batch_event(source, &body)?);
+            batches.push((source, read_failed_batch(source, &body)?));
+        }
+        // the metadata-only records: their records are read back from the
+        // stream, all of them before anything is written
+        let mut failed_events = Vec::new();
+        for (source, batch) in batches {
+            match batch {
+                FailedBatch::Records(event) => failed_events.push(event),
+                FailedBatch::Range(range) => {
+                    if clients.is_none() {
+                        clients = Some(Clients::load(&ClientSettings::default()).await?);
+                    }
+                    let kinesis = clients
+                        .as_ref()
+                        .map(|c| c.kinesis.clone())
+                        .context("internal: no AWS clients for a Kinesis read")?;
+                    let reader = KinesisReader::new(kinesis);
+                    let event = fetch_batch(&reader, source, &range).await?;
+                    tracing::info!(
+                        source = source.as_str(),
+                        shard = %range.shard_id,
+                        records = event.records.len(),
+                        "read the failed batch back from the stream"
+                    );
+                    failed_events.push(event);
+                }
+            }
         }
         match target {
             LakeTarget::Dir(dir) => {

@@ -28,7 +28,8 @@
 //!   table at start-up if missing.
 //! - `RUST_LOG` (default `info`), and the standard AWS variables
 //!   (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`,
-//!   `AWS_ENDPOINT_URL_DYNAMODB`). With an S3 endpoint override, S3 is
+//!   `AWS_ENDPOINT_URL_DYNAMODB`; `AWS_ENDPOINT_URL_KINESIS` for the CLI's
+//!   replay of metadata-only failed batches). With an S3 endpoint override, S3 is
 //!   addressed path-style (`http://host/bucket/key`), as local servers need.
 
 use std::path::PathBuf;
@@ -447,6 +448,10 @@ pub struct ClientSettings {
     pub s3_attempt_timeout: Duration,
     /// One S3 request, retries included.
     pub s3_operation_timeout: Duration,
+    /// One Kinesis attempt (a `GetRecords` page of up to 10 MB included).
+    pub kinesis_attempt_timeout: Duration,
+    /// One Kinesis request, retries included.
+    pub kinesis_operation_timeout: Duration,
 }
 
 impl Default for ClientSettings {
@@ -460,6 +465,8 @@ impl Default for ClientSettings {
             dynamodb_operation_timeout: Duration::from_secs(15),
             s3_attempt_timeout: Duration::from_secs(30),
             s3_operation_timeout: Duration::from_secs(90),
+            kinesis_attempt_timeout: Duration::from_secs(30),
+            kinesis_operation_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -471,11 +478,13 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     /// DynamoDB.
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// Kinesis (replay reads failed batches back from the stream).
+    pub kinesis: aws_sdk_kinesis::Client,
 }
 
 impl Clients {
     /// Loads the AWS configuration (region, credentials, endpoints) from the
-    /// environment and builds both clients with `settings`.
+    /// environment and builds the clients with `settings`.
     pub async fn load(settings: &ClientSettings) -> Result<Clients, ConfigError> {
         let retry = RetryConfig::standard()
             .with_max_attempts(settings.max_attempts.max(1))
@@ -511,9 +520,16 @@ impl Clients {
                 settings.dynamodb_operation_timeout,
             ))
             .build();
+        let kinesis = aws_sdk_kinesis::config::Builder::from(&sdk)
+            .timeout_config(timeouts(
+                settings.kinesis_attempt_timeout,
+                settings.kinesis_operation_timeout,
+            ))
+            .build();
         Ok(Clients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            kinesis: aws_sdk_kinesis::Client::from_conf(kinesis),
         })
     }
 }

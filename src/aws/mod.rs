@@ -1,6 +1,6 @@
 //! AWS adapters: the S3 object sink ([`s3`]), the DynamoDB dedup store
-//! ([`dynamodb`]), configuration from the environment and client set-up
-//! ([`config`]), the Lambda deadline guard ([`deadline`]), the Lambda
+//! ([`dynamodb`]), the shard reader of replay ([`kinesis_stream`]),
+//! configuration from the environment and client set-up ([`config`]), the Lambda deadline guard ([`deadline`]), the Lambda
 //! invocation ([`handler`]) and its Embedded Metric Format line ([`metrics`]).
 //!
 //! This file is the one place that decides what an SDK failure means: whether
@@ -12,6 +12,7 @@ pub mod config;
 pub mod deadline;
 pub mod dynamodb;
 pub mod handler;
+pub mod kinesis_stream;
 pub mod metrics;
 pub mod s3;
 
@@ -138,6 +139,7 @@ fn endpoint_hint(service: &str) -> String {
     let var = match service {
         "S3" => "AWS_ENDPOINT_URL_S3",
         "DynamoDB" => "AWS_ENDPOINT_URL_DYNAMODB",
+        s if s.starts_with("Kinesis") => "AWS_ENDPOINT_URL_KINESIS",
         _ => "AWS_ENDPOINT_URL",
     };
     let set = std::env::var(var)

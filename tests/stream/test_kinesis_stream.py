@@ -693,3 +693,145 @@ def test_kpl_aggregated_puts_land_once(tmp_path):
     assert [l["reason_code"] for l in letters] == ["bad_aggregate"]
     assert base64.b64decode(letters[0]["data_base64"]) == broken
     assert letters[0]["origin"]["sequence_number"] == got[-1]["SequenceNumber"]
+
+
+# --------------------------------------------------------------------------- failed batches, metadata only
+
+
+def sqs_failure_record(shard_id, arn, first, last, size):
+    """The record Lambda sends an SQS (or SNS) on-failure destination for a Kinesis
+    source: the batch's shard and sequence range, no payload."""
+    return {
+        "requestContext": {
+            "requestId": str(uuid.uuid4()),
+            "functionArn": f"arn:aws:lambda:us-east-1:{arn.split(':')[4]}:function:kinesis-lake",
+            "condition": "RetryAttemptsExhausted",
+            "approximateInvokeCount": 3,
+        },
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
+                            "functionError": "Unhandled"},
+        "version": "1.0",
+        "timestamp": "2024-03-17T10:16:00.000Z",
+        "KinesisBatchInfo": {
+            "shardId": shard_id,
+            "startSequenceNumber": first,
+            "endSequenceNumber": last,
+            "approximateArrivalOfFirstRecord": "2024-03-17T10:15:30.000Z",
+            "approximateArrivalOfLastRecord": "2024-03-17T10:15:31.000Z",
+            "batchSize": size,
+            "streamArn": arn,
+        },
+    }
+
+
+def run_replay(lake, *failed, ok=True):
+    cmd = [str(cli_binary()), "replay", "--lake", str(lake), "--window", "0", "--json"]
+    for f in failed:
+        cmd += ["--failed", str(f)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if not ok:
+        assert r.returncode != 0, f"{' '.join(cmd)} succeeded: {r.stdout}"
+        return r.stderr
+    assert r.returncode == 0, f"{' '.join(cmd)}: {r.stderr[-3000:]}"
+    return json.loads(r.stdout)
+
+
+def test_a_metadata_only_failed_batch_is_read_back_from_the_stream_once(tmp_path):
+    """An SQS-form failure record names a sequence range in the middle of a shard of
+    plain records, KPL aggregates and one invalid record: `replay --failed` reads that
+    range back with GetShardIterator AT_SEQUENCE_NUMBER + GetRecords (through the
+    standard AWS_ENDPOINT_URL_KINESIS), lands exactly its events once, dead-letters its
+    invalid record with the stream's origin, and a second replay adds nothing."""
+    from aws_kinesis_agg.aggregator import RecordAggregator
+
+    kin = env("KL_TEST_KINESIS_ENDPOINT")
+    env("AWS_ENDPOINT_URL_KINESIS")  # the CLI reads it
+    name, desc = make_stream(kin)
+    shard_id = desc["Shards"][0]["ShardId"]
+    arn = desc["StreamARN"]
+    puts = []  # (partition key, data, event uuids)
+    n = 0
+    for i in range(14):
+        if i % 4 == 2:
+            agg = RecordAggregator()
+            uuids = []
+            for _ in range(5):
+                text = json.dumps({"event_uuid": f"fb-{n}", "event_name": "video:watch",
+                                   "created_at": T0 + n}).encode()
+                agg.add_user_record(f"pk-{n}", gz(text) if n % 3 == 0 else text)
+                uuids.append(f"fb-{n}")
+                n += 1
+            pk, _, body = agg.clear_and_get().get_contents()
+            puts.append((pk, body, uuids))
+        elif i == 7:
+            puts.append(("bad", b"this is not json", []))
+        else:
+            puts.append((f"p-{i}", json.dumps({"event_uuid": f"fb-{n}", "event_name": "search",
+                                                "created_at": T0 + n}).encode(), [f"fb-{n}"]))
+            n += 1
+    seqs = []
+    for pk, data, _ in puts:
+        out = kinesis(kin, "PutRecord", {"StreamName": name, "PartitionKey": pk,
+                                         "Data": base64.b64encode(data).decode()})
+        seqs.append(out["SequenceNumber"])
+    lo, hi = 3, 11  # the failed batch: puts 3..11, two aggregates and the invalid one inside
+    expected = sorted(u for _, _, uuids in puts[lo:hi + 1] for u in uuids)
+    record = tmp_path / "failed-batch.json"
+    record.write_text(json.dumps(sqs_failure_record(shard_id, arn, seqs[lo], seqs[hi],
+                                                    hi - lo + 1)))
+    lake = tmp_path / "lake"
+    s = run_replay(lake, record)
+    c = s["failed_batches"]
+    assert (c["written"], c["rejected"], c["failed"]) == (len(expected), 1, 0), s
+    files = list(lake.rglob("*.parquet"))
+    uuids = sorted(u for f in files for u in pq.read_table(f).column("event_uuid").to_pylist())
+    assert uuids == expected
+    # the invalid record's dead letter carries the origin a Lambda batch gives it
+    arrival = {g["SequenceNumber"]: g["ApproximateArrivalTimestamp"]
+               for g in read_shard(kin, name, shard_id)}
+    letters = [json.loads(l) for f in (lake / "_errors").rglob("*.ndjson")
+               for l in f.read_text().splitlines()]
+    assert len(letters) == 1, letters
+    origin = letters[0]["origin"]
+    assert (origin["kind"], origin["stream"], origin["shard_id"], origin["sequence_number"]) == (
+        "kinesis", name, shard_id, seqs[7]), origin
+    assert origin["arrival_ms"] == round(decimal.Decimal(repr(float(arrival[seqs[7]]))) * 1000)
+    # replayed again: every event a duplicate, no second dead letter
+    s2 = run_replay(lake, record)
+    c2 = s2["failed_batches"]
+    assert (c2["written"], c2["duplicates"], c2["dead_letter_files"]) == (0, len(expected), 0), s2
+    assert sorted(u for f in lake.rglob("*.parquet")
+                  for u in pq.read_table(f).column("event_uuid").to_pylist()) == expected
+
+
+def test_an_expired_or_absent_failed_batch_says_so_and_writes_nothing(tmp_path):
+    """Records cannot be aged past kinesalite's retention (24 hours at least) in a test,
+    so the trimmed start is made the other way Kinesis shows it: a start sequence number
+    below the shard's first record (the shard's own StartingSequenceNumber, which
+    GetShardIterator accepts), so the first record given comes after the start. And a
+    stream that does not exist (deleted, or another account or region)."""
+    kin = env("KL_TEST_KINESIS_ENDPOINT")
+    name, desc = make_stream(kin)
+    shard = desc["Shards"][0]
+    arn = desc["StreamARN"]
+    out = kinesis(kin, "PutRecord", {"StreamName": name, "PartitionKey": "p", "Data": base64.b64encode(
+        json.dumps({"event_uuid": "late", "event_name": "a:b", "created_at": T0}).encode()).decode()})
+    before = shard["SequenceNumberRange"]["StartingSequenceNumber"]
+    assert int(before) < int(out["SequenceNumber"])
+    expired = tmp_path / "expired.json"
+    expired.write_text(json.dumps(sqs_failure_record(shard["ShardId"], arn, before,
+                                                     out["SequenceNumber"], 2)))
+    lake = tmp_path / "lake"
+    err = run_replay(lake, expired, ok=False)
+    for part in (f"the records of shard {shard['ShardId']} from sequence {before} have expired "
+                 f"from the stream {name} (retention 24 hours)",
+                 "cannot be replayed from Kinesis", "s3://FAILED_BUCKET/KEY", str(expired)):
+        assert part in err, f"{part!r} not in: {err}"
+    missing = tmp_path / "missing.json"
+    gone = arn.replace(f":stream/{name}", f":stream/{name}-deleted")
+    missing.write_text(json.dumps(sqs_failure_record(shard["ShardId"], gone, before,
+                                                     out["SequenceNumber"], 2)))
+    err = run_replay(lake, missing, ok=False)
+    assert f"shard {shard['ShardId']} of stream {name}-deleted was not found" in err, err
+    assert "ResourceNotFoundException" in err, err
+    assert not list(lake.rglob("*.parquet")) and not list(lake.rglob("*.ndjson"))

@@ -136,6 +136,27 @@ def event_source_mapping(tpl: dict) -> dict:
     return props(esm)
 
 
+def lake_bucket(tpl: dict) -> tuple[str, dict]:
+    """The lake's bucket: the one the consumer's LAKE_BUCKET names."""
+    _, fn = the_function(tpl)
+    ref = props(fn)["Environment"]["Variables"]["LAKE_BUCKET"]
+    buckets = resources(tpl, "AWS::S3::Bucket")
+    found = [(bid, b) for bid, b in buckets.items() if is_ref_to(ref, bid)]
+    assert len(found) == 1, f"LAKE_BUCKET must name a bucket of this stack, not {ref}"
+    return found[0]
+
+
+def failed_batch_bucket(tpl: dict) -> tuple[str, dict]:
+    """The on-failure destination's bucket (GetAtt Arn of a bucket of this stack)."""
+    dest = event_source_mapping(tpl)["DestinationConfig"]["OnFailure"]["Destination"]
+    assert isinstance(dest, dict) and "Fn::GetAtt" in dest, "OnFailure must point at a bucket of this stack"
+    bid, attr = dest["Fn::GetAtt"]
+    assert attr == "Arn", dest
+    bucket = tpl["Resources"][bid]
+    assert bucket["Type"] == "AWS::S3::Bucket", f"the on-failure destination {bid} is a {bucket['Type']}"
+    return bid, bucket
+
+
 def the_function(tpl: dict) -> tuple[str, dict]:
     """The consumer: the function the Kinesis event source mapping invokes."""
     target = event_source_mapping(tpl)["FunctionName"]
@@ -176,7 +197,7 @@ def lake_object_arn(tpl: dict, resource: Any) -> str:
     """The "<LakePrefix>/..." part of a publisher ARN of the form
     Sub ["${Bucket.Arn}/${Dir}<path>", {Dir: If [HasLakePrefix, "<prefix>/", ""]}],
     as "${Dir}<path>", after checking Dir follows the LAKE_PREFIX contract."""
-    bucket_id, _ = only_resource(tpl, "AWS::S3::Bucket")
+    bucket_id, _ = lake_bucket(tpl)
     sub = resource["Fn::Sub"]
     assert isinstance(sub, list), resource
     text, variables = sub
@@ -235,7 +256,7 @@ def test_function_memory_and_timeout_are_parameters(tpl: dict) -> None:
 def test_function_environment(tpl: dict) -> None:
     fid, fn = the_function(tpl)
     env = props(fn)["Environment"]["Variables"]
-    bucket_id, _ = only_resource(tpl, "AWS::S3::Bucket")
+    bucket_id, _ = lake_bucket(tpl)
     table_id, _ = only_resource(tpl, "AWS::DynamoDB::Table")
     assert is_ref_to(env["LAKE_BUCKET"], bucket_id)
     assert is_ref_to(env["DEDUP_TABLE"], table_id)
@@ -337,16 +358,117 @@ def test_batching_parameters(tpl: dict) -> None:
     assert pf_param is not None and int(pf_param["MaxValue"]) <= 10
 
 
-def test_on_failure_destination_is_an_encrypted_queue(tpl: dict) -> None:
-    dest = event_source_mapping(tpl)["DestinationConfig"]["OnFailure"]["Destination"]
-    assert isinstance(dest, dict) and "Fn::GetAtt" in dest, "OnFailure must point at a queue of this stack"
-    queue_id, attr = dest["Fn::GetAtt"]
-    assert attr == "Arn"
-    queue = tpl["Resources"][queue_id]
-    assert queue["Type"] == "AWS::SQS::Queue"
-    qp = props(queue)
-    assert is_true(qp.get("SqsManagedSseEnabled")) or "KmsMasterKeyId" in qp, "failure queue must be encrypted"
-    assert int(qp["MessageRetentionPeriod"]) == 1209600  # 14 days
+def test_on_failure_destination_is_the_failed_batch_bucket(tpl: dict) -> None:
+    """An S3 destination: Lambda writes each failed batch's whole invocation
+    record there (its records included), unlike SQS/SNS (metadata only)."""
+    bid, bucket = failed_batch_bucket(tpl)
+    lake_id, _ = lake_bucket(tpl)
+    assert bid != lake_id, "failed batches must not go into the lake's bucket"
+    assert bid == "FailedBatchBucket"
+    assert bucket.get("DeletionPolicy") == "Retain", "failed batches may be the records' only copy"
+
+
+def test_failed_batch_bucket_is_encrypted_private_and_expiring(tpl: dict) -> None:
+    _, bucket = failed_batch_bucket(tpl)
+    p = props(bucket)
+    rules = p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert [r["ServerSideEncryptionByDefault"]["SSEAlgorithm"] for r in rules] == ["AES256"]
+    pab = p["PublicAccessBlockConfiguration"]
+    for flag in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"):
+        assert is_true(pab.get(flag)), flag
+    assert p["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    expiring = [r for r in p["LifecycleConfiguration"]["Rules"] if "ExpirationInDays" in r]
+    assert len(expiring) == 1 and "Prefix" not in expiring[0], expiring
+    assert is_ref_to(expiring[0]["ExpirationInDays"], "FailedBatchExpirationDays")
+    assert expiring[0]["Status"] == "Enabled"
+    param = tpl["Parameters"]["FailedBatchExpirationDays"]
+    assert param["Type"] == "Number" and int(param["Default"]) == 30 and int(param["MinValue"]) >= 1
+
+
+def test_failed_batch_bucket_policy_denies_non_tls(tpl: dict) -> None:
+    bid, _ = failed_batch_bucket(tpl)
+    policies = [p for p in resources(tpl, "AWS::S3::BucketPolicy").values() if is_ref_to(props(p)["Bucket"], bid)]
+    assert len(policies) == 1, "the failed-batch bucket needs its bucket policy"
+    denies = [st for st in as_list(props(policies[0])["PolicyDocument"]["Statement"])
+              if st["Effect"] == "Deny"
+              and str(st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")).lower() == "false"]
+    assert len(denies) == 1, "no Deny on aws:SecureTransport=false"
+    st = denies[0]
+    assert st["Principal"] in ("*", {"AWS": "*"}) and as_list(st["Action"]) == ["s3:*"]
+    assert as_list(st["Resource"]) == [{"Fn::GetAtt": [bid, "Arn"]}, {"Fn::Sub": f"${{{bid}.Arn}}/*"}]
+
+
+def test_the_consumer_role_can_write_failed_batches(tpl: dict) -> None:
+    """What the AWS Lambda docs require of the execution role for an S3
+    on-failure destination: s3:PutObject on its objects, s3:ListBucket on it."""
+    bid, _ = failed_batch_bucket(tpl)
+    _, fn = the_function(tpl)
+    granted = granted_actions(tpl, role_of(tpl, fn))
+    puts = [st for st in granted.get("s3:PutObject", []) if st["Resource"] == {"Fn::Sub": f"${{{bid}.Arn}}/*"}]
+    assert len(puts) == 1 and "Condition" not in puts[0], granted.get("s3:PutObject")
+    lists = [st for st in granted.get("s3:ListBucket", []) if st["Resource"] == {"Fn::GetAtt": [bid, "Arn"]}]
+    assert len(lists) == 1 and "Condition" not in lists[0], granted.get("s3:ListBucket")
+    # nothing else on that bucket: the consumer never reads failed batches
+    for action, sts in granted.items():
+        for st in sts:
+            if bid in "".join(strings_in(st["Resource"])) or is_getatt(st["Resource"], bid, "Arn"):
+                assert action in ("s3:PutObject", "s3:ListBucket"), f"{action} on the failed-batch bucket"
+
+
+def test_new_failed_batches_notify_the_alarm_topic(tpl: dict) -> None:
+    """Each object in the failed-batch bucket reaches the alarm topic: the bucket
+    sends its events to EventBridge, a rule on Object Created in that bucket
+    targets the topic (with the key and the replay command), the stack's topic
+    lets that rule publish, and an alarm counts the rule's matches."""
+    bid, bucket = failed_batch_bucket(tpl)
+    assert is_true(props(bucket)["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"])
+    rules = [(rid, props(r)) for rid, r in resources(tpl, "AWS::Events::Rule").items()
+             if props(r).get("EventPattern", {}).get("source") == ["aws.s3"]]
+    assert len(rules) == 1, rules
+    rid, rule = rules[0]
+    pattern = rule["EventPattern"]
+    assert pattern["detail-type"] == ["Object Created"]
+    assert pattern["detail"]["bucket"]["name"] == [{"Ref": bid}]
+    assert rule.get("State", "ENABLED") == "ENABLED"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == ALARM_TOPIC
+    template = "".join(strings_in(target["InputTransformer"]["InputTemplate"]))
+    assert "kinesis-lake replay" in template and "--failed s3://<bucket>/<key>" in template
+    assert target["InputTransformer"]["InputPathsMap"] == {
+        "bucket": "$.detail.bucket.name", "key": "$.detail.object.key"}
+    (policy,) = [props(p) for p in resources(tpl, "AWS::SNS::TopicPolicy").values()]
+    assert policy["Topics"] == [{"Ref": "AlarmTopic"}]
+    (st,) = as_list(policy["PolicyDocument"]["Statement"])
+    assert st["Principal"] == {"Service": "events.amazonaws.com"} and st["Action"] == "sns:Publish"
+    assert st["Condition"]["ArnEquals"]["aws:SourceArn"] == {"Fn::GetAtt": [rid, "Arn"]}
+    alarms = [props(a) for a in resources(tpl, "AWS::CloudWatch::Alarm").values()
+              if props(a).get("Namespace") == "AWS/Events"]
+    assert len(alarms) == 1, alarms
+    a = alarms[0]
+    assert a["MetricName"] == "MatchedEvents"
+    assert a["Dimensions"] == [{"Name": "RuleName", "Value": {"Ref": rid}}]
+    assert a["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and int(a["Threshold"]) == 1
+    assert a["TreatMissingData"] == "notBreaching"
+
+
+def test_no_sqs_leftovers(tpl: dict) -> None:
+    """The SQS on-failure queue is gone, with its policy, alarm, grant and output."""
+    for lid, res in tpl["Resources"].items():
+        assert not res["Type"].startswith("AWS::SQS::"), lid
+    for lid, st in policy_statements(tpl):
+        assert not any(a.startswith("sqs:") for a in as_list(st["Action"])), (lid, st)
+    for lid, a in resources(tpl, "AWS::CloudWatch::Alarm").items():
+        assert props(a).get("Namespace") != "AWS/SQS", lid
+    assert not [o for o in tpl["Outputs"] if "Queue" in o]
+    assert "FailureQueue" not in "".join(strings_in(tpl))
+
+
+def test_created_at_unit_reaches_the_consumer(tpl: dict) -> None:
+    param = tpl["Parameters"]["CreatedAtUnit"]
+    assert param["Type"] == "String" and param["Default"] == "s"
+    assert param["AllowedValues"] == ["s", "ms", "us", "ns"]
+    _, fn = the_function(tpl)
+    assert is_ref_to(props(fn)["Environment"]["Variables"]["CREATED_AT_UNIT"], "CreatedAtUnit")
 
 
 def test_stream_is_created_or_existing(tpl: dict) -> None:
@@ -390,21 +512,21 @@ def test_dedup_table(tpl: dict) -> None:
 
 
 def test_bucket_encryption(tpl: dict) -> None:
-    _, bucket = only_resource(tpl, "AWS::S3::Bucket")
+    _, bucket = lake_bucket(tpl)
     rules = props(bucket)["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     algos = {r["ServerSideEncryptionByDefault"]["SSEAlgorithm"] for r in rules}
     assert algos and algos <= {"AES256", "aws:kms", "aws:kms:dsse"}
 
 
 def test_bucket_public_access_block(tpl: dict) -> None:
-    _, bucket = only_resource(tpl, "AWS::S3::Bucket")
+    _, bucket = lake_bucket(tpl)
     pab = props(bucket)["PublicAccessBlockConfiguration"]
     for flag in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"):
         assert is_true(pab.get(flag)), flag
 
 
 def test_bucket_policy_denies_non_tls(tpl: dict) -> None:
-    bucket_id, _ = only_resource(tpl, "AWS::S3::Bucket")
+    bucket_id, _ = lake_bucket(tpl)
     policies = [p for p in resources(tpl, "AWS::S3::BucketPolicy").values() if is_ref_to(props(p)["Bucket"], bucket_id)]
     assert policies, "lake bucket has no bucket policy"
     found = False
@@ -424,7 +546,7 @@ def test_bucket_policy_denies_non_tls(tpl: dict) -> None:
 
 
 def test_bucket_versioning_and_lifecycle(tpl: dict) -> None:
-    _, bucket = only_resource(tpl, "AWS::S3::Bucket")
+    _, bucket = lake_bucket(tpl)
     p = props(bucket)
     assert p["VersioningConfiguration"]["Status"] == {"Fn::If": ["VersioningEnabled", "Enabled", "Suspended"]}
     rules = p["LifecycleConfiguration"]["Rules"]
@@ -594,9 +716,13 @@ def test_publisher_runs_on_a_schedule(tpl: dict) -> None:
     # Its event must not publish open windows (that is for a manual invoke).
     assert "publish_open_windows" not in sp.get("Input", "")
     # Nothing else is scheduled: the consumer is driven by the stream only,
-    # and no stand-alone rule or schedule invokes anything.
+    # and no stand-alone rule or schedule invokes a function (the one rule,
+    # on new failed batches, notifies the alarm topic).
     assert all(e.get("Type") not in ("Schedule", "ScheduleV2") for e in props(consumer).get("Events", {}).values())
-    assert not resources(tpl, "AWS::Events::Rule") and not resources(tpl, "AWS::Scheduler::Schedule")
+    assert not resources(tpl, "AWS::Scheduler::Schedule")
+    for rid, rule in resources(tpl, "AWS::Events::Rule").items():
+        assert "ScheduleExpression" not in props(rule), rid
+        assert [t["Arn"] for t in props(rule)["Targets"]] == [ALARM_TOPIC], rid
 
 
 def test_publisher_exists_without_staging_too(tpl: dict) -> None:
@@ -640,7 +766,7 @@ def test_publisher_role_is_its_own_and_least_privilege(tpl: dict) -> None:
 
     # Listing: the lake root (start-up check) and the folders it reads, the
     # same condition style as the consumer's.
-    bucket_id, _ = only_resource(tpl, "AWS::S3::Bucket")
+    bucket_id, _ = lake_bucket(tpl)
     for st in granted["s3:ListBucket"]:
         assert is_getatt(st["Resource"], bucket_id, "Arn")
         cond = st["Condition"]["Fn::If"]
@@ -661,7 +787,7 @@ def test_publisher_role_is_its_own_and_least_privilege(tpl: dict) -> None:
 
 
 def test_staging_expires(tpl: dict) -> None:
-    _, bucket = only_resource(tpl, "AWS::S3::Bucket")
+    _, bucket = lake_bucket(tpl)
     rules = props(bucket)["LifecycleConfiguration"]["Rules"]
     staging = [r for r in rules if any("_staging/" in s for s in strings_in(r.get("Prefix", "")))]
     assert len(staging) == 1, rules
@@ -797,7 +923,6 @@ def test_role_grants_what_the_function_needs(tpl: dict) -> None:
         "dynamodb:UpdateItem",
         "dynamodb:GetItem",
         "dynamodb:DescribeTable",
-        "sqs:SendMessage",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
     ]
@@ -805,8 +930,14 @@ def test_role_grants_what_the_function_needs(tpl: dict) -> None:
     assert not missing, f"role lacks {missing}"
 
     # Objects only under "<LakePrefix>/" (or the whole bucket when the prefix is empty).
+    failed_id, _ = failed_batch_bucket(tpl)
+
+    def on_the_lake(sts: list) -> list:
+        return [st for st in sts if failed_id not in "".join(strings_in(st["Resource"]))
+                and not is_getatt(st["Resource"], failed_id, "Arn")]
+
     for action in ("s3:PutObject", "s3:GetObject"):
-        for st in granted[action]:
+        for st in on_the_lake(granted[action]):
             res = st["Resource"]
             assert isinstance(res, dict) and "Fn::If" in res, res
             cond, when_prefix, when_empty = res["Fn::If"]
@@ -814,18 +945,15 @@ def test_role_grants_what_the_function_needs(tpl: dict) -> None:
             assert when_prefix["Fn::Sub"].endswith("/${LakePrefix}/*")
             assert when_empty["Fn::Sub"].endswith(".Arn}/*")
     # Listing only under "<LakePrefix>/" when a prefix is set.
-    for st in granted["s3:ListBucket"]:
+    for st in on_the_lake(granted["s3:ListBucket"]):
         cond = st["Condition"]["Fn::If"]
         assert condition_is_lake_prefix_nonempty(tpl, cond[0])
         assert cond[1]["StringLike"]["s3:prefix"] == [{"Fn::Sub": "${LakePrefix}/*"}]
-    # DynamoDB only on the dedup table, SQS only on the failure queue.
+    # DynamoDB only on the dedup table.
     table_id, _ = only_resource(tpl, "AWS::DynamoDB::Table")
     for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"):
         for st in granted[action]:
             assert as_list(st["Resource"]) == [{"Fn::GetAtt": [table_id, "Arn"]}]
-    dest = event_source_mapping(tpl)["DestinationConfig"]["OnFailure"]["Destination"]
-    for st in granted["sqs:SendMessage"]:
-        assert as_list(st["Resource"]) == [dest]
 
 
 # --------------------------------------------------------------------------
@@ -844,12 +972,14 @@ def test_outputs(tpl: dict) -> None:
         "GlueTableName",
         "FunctionName",
         "PublisherFunctionName",
-        "FailureQueueUrl",
+        "FailedBatchBucketName",
         "ExampleAthenaQuery",
     ):
         assert name in outputs, name
     pid, _ = the_publisher(tpl)
     assert is_ref_to(outputs["PublisherFunctionName"]["Value"], pid)
+    fid, _ = failed_batch_bucket(tpl)
+    assert is_ref_to(outputs["FailedBatchBucketName"]["Value"], fid)
     query = "".join(strings_in(outputs["ExampleAthenaQuery"]["Value"]))
     assert "event_type='payment'" in query and "event_subtype='order'" in query
 

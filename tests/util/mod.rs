@@ -67,6 +67,8 @@ pub fn test_settings() -> ClientSettings {
         dynamodb_operation_timeout: Duration::from_secs(8),
         s3_attempt_timeout: Duration::from_secs(10),
         s3_operation_timeout: Duration::from_secs(20),
+        kinesis_attempt_timeout: Duration::from_secs(10),
+        kinesis_operation_timeout: Duration::from_secs(20),
     }
 }
 
