@@ -269,7 +269,7 @@ fn staged_parts<'a>(
     let events: Vec<(usize, Event<'a>)> = decoded
         .iter()
         .enumerate()
-        .filter_map(|(i, d)| enrich(d).ok().map(|e| (i, e)))
+        .filter_map(|(i, d)| enrich(d, Default::default()).ok().map(|e| (i, e)))
         .collect();
     let mut seen: HashSet<&str> = HashSet::with_capacity(events.len());
     let mut by: BTreeMap<&PartitionKey, Vec<Staged<'a>>> = BTreeMap::new();
@@ -336,8 +336,13 @@ fn staging_object(
         .collect();
     let raw_bytes = raw_lens.iter().sum();
     if codec == SectionCodec::Snappy {
-        let bytes = encode_staging("20240317T101500Z", "2024-03-17T10:15:31.000Z", parts)
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let bytes = encode_staging(
+            "20240317T101500Z",
+            "2024-03-17T10:15:31.000Z",
+            Default::default(),
+            parts,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
         return Ok(StagingObject {
             bytes,
             raw_lens,
@@ -373,6 +378,7 @@ fn staging_object(
         staged_at: "2024-03-17T10:15:31.000Z".into(),
         rows: parts.iter().map(|(_, e)| e.len() as u64).sum(),
         sections,
+        created_at_unit: Default::default(),
     };
     let mut header_json = Vec::new();
     for _ in 0..4 {
@@ -1436,7 +1442,10 @@ fn limits(args: &[String]) -> anyhow::Result<()> {
     let n = lines.len();
     let mb = bytes as f64 / 1e6;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let events: Vec<Event<'_>> = lines.iter().filter_map(|l| enrich(l).ok()).collect();
+    let events: Vec<Event<'_>> = lines
+        .iter()
+        .filter_map(|l| enrich(l, Default::default()).ok())
+        .collect();
     let grouped = groups(&events);
     let schema = LakeSchema::default()
         .plan(&stats_of(&grouped))
@@ -1475,7 +1484,7 @@ fn limits(args: &[String]) -> anyhow::Result<()> {
         })
     };
     let parse = |l: &[u8]| serde_json::from_slice::<IgnoredAny>(l).is_ok();
-    let decode_enrich = |l: &[u8]| decode(l).is_ok_and(|d| enrich(&d).is_ok());
+    let decode_enrich = |l: &[u8]| decode(l).is_ok_and(|d| enrich(&d, Default::default()).is_ok());
     let mut jobs = Rounds { jobs: Vec::new() };
     jobs.add("serde_ignored", || {
         lines.iter().filter(|l| parse(l)).count()
