@@ -612,6 +612,13 @@ def s3_service(tmp):
         # Behave like AWS: a PUT into a missing bucket is NoSuchBucket.
         "s3.autoCreateBucket": "false",
         "volume.preStopSeconds": 0,
+        # Every bucket is a collection with volumes of its own, and by default
+        # weed allows free-disk-GiB / volume-size volumes: on a machine with
+        # 15 GiB free, the 16th test bucket could not be written to ("no free
+        # volumes": CI failed so). Small volumes and an explicit, high limit
+        # (volumes are not preallocated: the limit costs no disk).
+        "master.volumeSizeLimitMB": 64,
+        "volume.max": 2000,
         # Unix sockets default to /tmp/seaweedfs-*-<port>.sock; keep them in our dir.
         "filer.localSocket": os.path.join(base, "filer.sock"),
         "s3.localSocket": os.path.join(base, "s3.sock"),
