@@ -18,6 +18,7 @@ use kinesis_lake::aws::config::{
 };
 use kinesis_lake::aws::kinesis_stream::KinesisReader;
 use kinesis_lake::aws::{AwsLake, ClientSettings, S3Sink};
+use kinesis_lake::core::dedup::{DedupMode, NoClaims};
 use kinesis_lake::core::publish::{PublishConfig, Published, Which, publish};
 use kinesis_lake::ingest::{BatchLimits, Summary, ingest};
 use kinesis_lake::local::input::{InputFile, OnRead, expand, total_bytes};
@@ -97,6 +98,14 @@ enum Command {
         /// against the same range (0001-01-01 to 5138).
         #[arg(long, value_name = "UNIT", env = "CREATED_AT_UNIT", default_value = "s", value_parser = kinesis_lake::core::enrich::CreatedAtUnit::parse)]
         created_at_unit: kinesis_lake::core::enrich::CreatedAtUnit,
+        /// How repeats of an event_uuid are dropped: dynamodb (every event is
+        /// claimed in the dedup store, the DynamoDB table of an s3:// lake or
+        /// the embedded store of a folder lake: repeats dropped for as long
+        /// as claims live, 7 days by default) or window (no store: a retry of
+        /// the same input stages nothing new, and the publisher drops repeats
+        /// within its 1-hour look-back; needs a --window).
+        #[arg(long, value_name = "MODE", env = "DEDUP_MODE", default_value = "dynamodb", value_parser = DedupMode::parse)]
+        dedup: DedupMode,
         /// Stage only: leave publication to a later `kinesis-lake publish`
         /// (or the scheduled publisher function of an s3:// lake).
         #[arg(long)]
@@ -182,6 +191,9 @@ enum Command {
         /// Publication window (as for ingest): 0 writes files at once.
         #[arg(long, value_name = "SECONDS", env = "PUBLISH_WINDOW_SECONDS", default_value_t = kinesis_lake::core::window::DEFAULT_WINDOW_SECS, value_parser = parse_window)]
         window: u32,
+        /// How repeats are dropped (as for ingest): dynamodb or window.
+        #[arg(long, value_name = "MODE", env = "DEDUP_MODE", default_value = "dynamodb", value_parser = DedupMode::parse)]
+        dedup: DedupMode,
         /// A record of the on-failure destination (a file, or s3://BUCKET/KEY):
         /// the S3 form with the batch, or the SQS/SNS form whose records are
         /// read from the stream; repeat for more. With --failed, dead letters are replayed only when
@@ -281,11 +293,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             compression,
             window,
             created_at_unit,
+            dedup,
             no_publish,
             json,
             no_progress,
             inputs,
         } => {
+            check_dedup_window(dedup, window)?;
             let encode = kinesis_lake::core::encode::EncodeOptions {
                 payload_json,
                 compression,
@@ -300,7 +314,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            let target = LakeTarget::parse(&lake, dedup_table, dedup_ttl_hours)?;
+            let target = LakeTarget::parse(&lake, dedup_table, dedup_ttl_hours, dedup)?;
             let limits = BatchLimits {
                 max_bytes: batch_mib << 20,
                 max_records: batch_records,
@@ -309,10 +323,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let bar;
             let summary = match target {
                 LakeTarget::Dir(dir) => {
-                    kinesis_lake::local::rebuild::check_store_present(&dir)?;
+                    if dedup == DedupMode::Claims {
+                        kinesis_lake::local::rebuild::check_claims_cover_lake(&dir)?;
+                    }
                     // opening the store takes the lake's lock
                     let store = RedbStore::open(&redb_store::default_path(&dir))
                         .context("opening the dedup store")?;
+                    if dedup == DedupMode::Window {
+                        kinesis_lake::local::rebuild::mark_window_dedup(&dir)
+                            .context("marking the lake as ingested without claims")?;
+                    }
                     fs_sink::remove_stale_temporaries(&dir);
                     let files = expand(&inputs, Some(&dir))?;
                     bar = progress_bar(&files, no_progress);
@@ -321,11 +341,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         encode,
                         window_secs: window,
                         created_at_unit,
+                        dedup,
                         ..PipelineConfig::default()
                     };
                     let on_read = counting_into(&bar);
-                    let ingested =
-                        runtime.block_on(ingest(&files, &store, &sink, &cfg, &limits, on_read));
+                    let ingested = runtime.block_on(async {
+                        match dedup {
+                            DedupMode::Claims => {
+                                ingest(&files, &store, &sink, &cfg, &limits, on_read).await
+                            }
+                            DedupMode::Window => {
+                                ingest(&files, &NoClaims, &sink, &cfg, &limits, on_read).await
+                            }
+                        }
+                    });
                     if let Some(damage) = store.damage() {
                         bar.finish_and_clear();
                         anyhow::bail!("{damage}");
@@ -355,6 +384,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         encode,
                         window_secs: window,
                         created_at_unit,
+                        dedup,
                         ..PipelineConfig::default()
                     };
                     runtime.block_on(ingest_s3(
@@ -421,11 +451,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             reasons,
             created_at_unit,
             window,
+            dedup,
             failed,
             dead_letters,
             json,
         } => {
-            let target = LakeTarget::parse(&lake, dedup_table, dedup_ttl_hours)?;
+            check_dedup_window(dedup, window)?;
+            let target = LakeTarget::parse(&lake, dedup_table, dedup_ttl_hours, dedup)?;
             let job = ReplayJob {
                 filter: kinesis_lake::replay::Filter {
                     since,
@@ -437,6 +469,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cfg: PipelineConfig {
                     window_secs: window,
                     created_at_unit,
+                    dedup,
                     ..PipelineConfig::default()
                 },
             };
@@ -720,6 +753,7 @@ impl LakeTarget {
         lake: &std::path::Path,
         dedup_table: Option<String>,
         dedup_ttl_hours: Option<String>,
+        dedup: DedupMode,
     ) -> anyhow::Result<LakeTarget> {
         let Some(url) = lake.to_str().filter(|l| l.starts_with("s3://")) else {
             if dedup_table.is_some() || dedup_ttl_hours.is_some() {
@@ -731,6 +765,20 @@ impl LakeTarget {
             return Ok(LakeTarget::Dir(lake.to_path_buf()));
         };
         let (bucket, prefix) = lake_config::parse_s3_url("--lake", url)?;
+        if dedup == DedupMode::Window {
+            if dedup_table.is_some() || dedup_ttl_hours.is_some() {
+                anyhow::bail!(
+                    "--dedup window uses no dedup table: drop --dedup-table and --dedup-ttl-hours, or use --dedup dynamodb"
+                );
+            }
+            return Ok(LakeTarget::S3(AwsLake {
+                bucket,
+                prefix,
+                table: String::new(),
+                ttl_hours: DEFAULT_TTL_HOURS,
+                io_concurrency: DEFAULT_IO_CONCURRENCY,
+            }));
+        }
         let table = dedup_table.context(
             "an s3:// lake needs --dedup-table TABLE: the DynamoDB dedup table (the Lambda function's DEDUP_TABLE)",
         )?;
@@ -758,6 +806,16 @@ impl LakeTarget {
 
 /// What to do when a publication stopped half way.
 const PUBLISH_AGAIN: &str = "publishing the staged events failed (they are safe in the lake's _staging/ folder): fix the cause and run `kinesis-lake publish` with the same --lake";
+
+/// Window dedup needs a window: its publisher is what drops repeats.
+fn check_dedup_window(dedup: DedupMode, window: u32) -> anyhow::Result<()> {
+    if dedup == DedupMode::Window && window == 0 {
+        anyhow::bail!(
+            "--dedup window needs a publication window (--window 60 to 900): the publisher is what drops repeats; use --dedup dynamodb for --window 0"
+        );
+    }
+    Ok(())
+}
 
 /// `--window`: 0, or 60 to 900 seconds.
 fn parse_window(s: &str) -> Result<u32, String> {
@@ -823,7 +881,10 @@ async fn ingest_s3(
     on_read: OnRead,
 ) -> anyhow::Result<Summary> {
     let (store, sink) = lake.connect(&ClientSettings::default()).await?;
-    let (table_ok, lake_ok) = tokio::join!(store.check(), sink.check(&lake.prefix));
+    let (table_ok, lake_ok) = match cfg.dedup {
+        DedupMode::Claims => tokio::join!(store.check(), sink.check(&lake.prefix)),
+        DedupMode::Window => (Ok(()), sink.check(&lake.prefix).await),
+    };
     table_ok.with_context(|| {
         format!(
             "cannot use the dedup table --dedup-table {}; nothing was written: fix the cause and run the same command again",
@@ -836,7 +897,10 @@ async fn ingest_s3(
             lake.url()
         )
     })?;
-    let mut summary = ingest(files, &store, &sink, &cfg, limits, on_read).await?;
+    let mut summary = match cfg.dedup {
+        DedupMode::Claims => ingest(files, &store, &sink, &cfg, limits, on_read).await?,
+        DedupMode::Window => ingest(files, &NoClaims, &sink, &cfg, limits, on_read).await?,
+    };
     if let Some(p) = publish_cfg {
         let p = PublishConfig {
             prefix: lake.prefix.clone(),
@@ -920,10 +984,22 @@ fn replay_lake(
         }
         match target {
             LakeTarget::Dir(dir) => {
+                let dedup = job.cfg.dedup;
+                if dedup == DedupMode::Claims {
+                    kinesis_lake::local::rebuild::check_claims_cover_lake(&dir)?;
+                }
+                // opening the store takes the lake's lock
                 let store = RedbStore::open(&redb_store::default_path(&dir))
                     .context("opening the dedup store")?;
                 let sink = FsSink::new(&dir);
-                run_replay(&store, &sink, &job, failed_events, true).await
+                match dedup {
+                    DedupMode::Claims => run_replay(&store, &sink, &job, failed_events, true).await,
+                    DedupMode::Window => {
+                        kinesis_lake::local::rebuild::mark_window_dedup(&dir)
+                            .context("marking the lake as ingested without claims")?;
+                        run_replay(&NoClaims, &sink, &job, failed_events, true).await
+                    }
+                }
             }
             LakeTarget::S3(lake) => {
                 let (store, sink) = lake.connect(&ClientSettings::default()).await?;
@@ -933,7 +1009,14 @@ fn replay_lake(
                     ..job.cfg.clone()
                 };
                 let job = ReplayJob { cfg, ..job };
-                run_replay(&store, &sink, &job, failed_events, false).await
+                match job.cfg.dedup {
+                    DedupMode::Claims => {
+                        run_replay(&store, &sink, &job, failed_events, false).await
+                    }
+                    DedupMode::Window => {
+                        run_replay(&NoClaims, &sink, &job, failed_events, false).await
+                    }
+                }
             }
         }
     })

@@ -6,8 +6,11 @@
 //! - `LAKE_BUCKET` (required): the lake's S3 bucket.
 //! - `LAKE_PREFIX` (optional, default empty): key prefix of the lake inside the
 //!   bucket, without leading or trailing `/`.
-//! - `DEDUP_TABLE` (required): the DynamoDB dedup table (partition key
+//! - `DEDUP_TABLE` (required unless `DEDUP_MODE=window`): the DynamoDB dedup table (partition key
 //!   `event_uuid`, TTL attribute `expires_at`).
+//! - `DEDUP_MODE` (optional, default `dynamodb`): `window` keeps no claims
+//!   and needs no `DEDUP_TABLE`: a retry of the same records stages nothing
+//!   new, and the publisher drops repeats within its 1-hour look-back.
 //! - `DEDUP_TTL_HOURS` (optional, default 168): how long a claim is kept. A
 //!   re-send of an event arriving later than this is written again.
 //! - `LAKE_IO_CONCURRENCY` (optional, default 64): requests in flight at once,
@@ -38,6 +41,8 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+
+use crate::core::dedup::DedupMode;
 
 /// A configuration that cannot work. Says which setting and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -157,8 +162,10 @@ impl LambdaMode {
         };
         let table = match var(env, "DEDUP_TABLE") {
             Some(t) => t,
-            // the publisher reads and writes the lake only
+            // the publisher reads and writes the lake only; window dedup
+            // has no table
             None if function_role(env)? == FunctionRole::Publish => String::new(),
+            None if dedup_mode(env)? == DedupMode::Window => String::new(),
             None => {
                 return Err(ConfigError::Missing {
                     var: "DEDUP_TABLE",
@@ -256,6 +263,28 @@ pub fn window_secs(env: &dyn Fn(&str) -> Option<String>) -> Result<u32, ConfigEr
             ),
         }),
     }
+}
+
+/// How repeats are dropped (`DEDUP_MODE`: `dynamodb`, the default: a claim
+/// per event in `DEDUP_TABLE`; `window`: no table, the publisher drops
+/// repeats within its look-back). Window dedup needs a publication window.
+pub fn dedup_mode(env: &dyn Fn(&str) -> Option<String>) -> Result<DedupMode, ConfigError> {
+    let mode = match var(env, "DEDUP_MODE") {
+        None => DedupMode::Claims,
+        Some(v) => DedupMode::parse(&v).map_err(|why| ConfigError::Invalid {
+            var: "DEDUP_MODE",
+            value: v.clone(),
+            why,
+        })?,
+    };
+    if mode == DedupMode::Window && window_secs(env)? == 0 {
+        return Err(ConfigError::Invalid {
+            var: "DEDUP_MODE",
+            value: mode.name().into(),
+            why: "window dedup needs PUBLISH_WINDOW_SECONDS from 60 to 900 (the publisher drops the repeats); with PUBLISH_WINDOW_SECONDS=0 use DEDUP_MODE=dynamodb".into(),
+        });
+    }
+    Ok(mode)
 }
 
 /// The unit producers send `created_at` in (`CREATED_AT_UNIT`: `s`, the
@@ -545,6 +574,38 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         LambdaMode::from_lookup(&|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn window_dedup_needs_no_table_but_a_window() {
+        let vars = [("LAKE_BUCKET", "my-lake"), ("DEDUP_MODE", "window")];
+        match mode(&vars).expect("no table needed") {
+            LambdaMode::Aws { lake, .. } => assert_eq!(lake.table, ""),
+            other => panic!("expected an AWS lake, got {other:?}"),
+        }
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(dedup_mode(&env(&[])).expect("default"), DedupMode::Claims);
+        assert_eq!(
+            dedup_mode(&env(&[("DEDUP_MODE", "window")])).expect("window"),
+            DedupMode::Window
+        );
+        let err = dedup_mode(&env(&[
+            ("DEDUP_MODE", "window"),
+            ("PUBLISH_WINDOW_SECONDS", "0"),
+        ]))
+        .expect_err("window dedup without a window");
+        assert!(err.to_string().contains("PUBLISH_WINDOW_SECONDS"), "{err}");
+        let err = dedup_mode(&env(&[("DEDUP_MODE", "none")])).expect_err("unknown");
+        assert!(err.to_string().contains("DEDUP_MODE"), "{err}");
+        // the claims mode still needs its table
+        let err = mode(&[("LAKE_BUCKET", "my-lake")]).expect_err("no table");
+        assert!(err.to_string().contains("DEDUP_TABLE"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Configuration is read and checked once at start-up (see
 //! `kinesis_lake::aws::config` for every variable): with `LAKE_BUCKET` and
-//! `DEDUP_TABLE` the lake is in S3 with dedup claims in DynamoDB; without
+//! `DEDUP_TABLE` the lake is in S3 with dedup claims in DynamoDB (with
+//! `DEDUP_MODE=window`, no table: the publisher drops repeats); without
 //! `LAKE_BUCKET` but with `LAKE_DIR`, a local folder with the embedded dedup
 //! store (trials with `cargo lambda watch`). The SDK clients are built here,
 //! once, and the handler is generic over the store and the sink.
@@ -27,7 +28,7 @@ use kinesis_lake::aws::config::{self, Clients, FunctionRole};
 use kinesis_lake::aws::deadline::lambda_deadline;
 use kinesis_lake::aws::handler::{invoke, publish_invoke, which_windows};
 use kinesis_lake::aws::{ClientSettings, LambdaMode, S3Sink};
-use kinesis_lake::core::dedup::DedupStore;
+use kinesis_lake::core::dedup::{DedupMode, DedupStore, NoClaims};
 use kinesis_lake::core::encode::EncodeOptions;
 use kinesis_lake::core::publish::PublishConfig;
 use kinesis_lake::core::sink::ObjectSink;
@@ -85,7 +86,32 @@ async fn run() -> anyhow::Result<()> {
         };
         return run_publisher(cfg, &function_name).await;
     }
+    let dedup = config::dedup_mode(&env)?;
     match LambdaMode::from_env()? {
+        LambdaMode::Aws {
+            lake,
+            create_resources,
+        } if dedup == DedupMode::Window => {
+            let clients = Clients::load(&ClientSettings::default()).await?;
+            let sink = S3Sink::new(clients.s3, &lake.bucket);
+            if create_resources {
+                sink.ensure_bucket().await?;
+            }
+            sink.check(&lake.prefix)
+                .await
+                .with_context(|| format!("checking the lake {}", lake.url()))?;
+            let cfg = PipelineConfig {
+                prefix: lake.prefix.clone(),
+                io_concurrency: lake.io_concurrency,
+                encode,
+                window_secs,
+                created_at_unit,
+                dedup,
+                ..PipelineConfig::default()
+            };
+            tracing::info!(lake = %lake.url(), dedup = %dedup, window_secs, created_at_unit = %created_at_unit, "ready");
+            serve(&NoClaims, &sink, &cfg, &function_name).await
+        }
         LambdaMode::Aws {
             lake,
             create_resources,
@@ -113,17 +139,21 @@ async fn run() -> anyhow::Result<()> {
             serve(&store, &sink, &cfg, &function_name).await
         }
         LambdaMode::Local { dir } => {
-            let store = RedbStore::open(&redb_store::default_path(&dir)).with_context(|| {
-                format!("opening the dedup store in LAKE_DIR={}", dir.display())
-            })?;
             let sink = FsSink::new(&dir);
-            tracing::info!(lake = %dir.display(), window_secs, created_at_unit = %created_at_unit, "ready (local folder)");
+            tracing::info!(lake = %dir.display(), dedup = %dedup, window_secs, created_at_unit = %created_at_unit, "ready (local folder)");
             let cfg = PipelineConfig {
                 encode,
                 window_secs,
                 created_at_unit,
+                dedup,
                 ..PipelineConfig::default()
             };
+            if dedup == DedupMode::Window {
+                return serve(&NoClaims, &sink, &cfg, &function_name).await;
+            }
+            let store = RedbStore::open(&redb_store::default_path(&dir)).with_context(|| {
+                format!("opening the dedup store in LAKE_DIR={}", dir.display())
+            })?;
             serve(&store, &sink, &cfg, &function_name).await
         }
     }

@@ -119,6 +119,77 @@ pub fn resolve(
     }
 }
 
+/// How repeats of an `event_uuid` are dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DedupMode {
+    /// Every event is claimed in a [`DedupStore`] (DynamoDB for an S3 lake,
+    /// the embedded store for a folder lake) before it is written: a repeat
+    /// is dropped for as long as its claim lives (7 days by default), one
+    /// store write per event.
+    #[default]
+    Claims,
+    /// No store: a batch's staging object is named from its input alone, so a
+    /// retry of the same records stages nothing new, and the publisher drops
+    /// repeats within a window and against the uuids it published in its
+    /// look-back (1 hour by default). A repeat arriving later is written
+    /// again. Needs a publication window.
+    Window,
+}
+
+impl DedupMode {
+    /// Parses `dynamodb` (claims in the dedup store) or `window`.
+    pub fn parse(s: &str) -> Result<DedupMode, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "dynamodb" => Ok(DedupMode::Claims),
+            "window" => Ok(DedupMode::Window),
+            other => Err(format!(
+                "unknown dedup mode {other:?}: use dynamodb (claims in the dedup store: the DynamoDB table, or a folder lake's embedded store; repeats dropped for the claims' lifetime, 7 days by default) or window (no store: retries and repeats within the publisher's 1-hour look-back dropped)"
+            )),
+        }
+    }
+
+    /// The mode's name as the CLI and `DEDUP_MODE` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DedupMode::Claims => "dynamodb",
+            DedupMode::Window => "window",
+        }
+    }
+}
+
+impl std::fmt::Display for DedupMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The store of [`DedupMode::Window`]: grants every claim and keeps nothing
+/// (the pipeline names staging objects from their input instead, and the
+/// publisher drops repeats).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoClaims;
+
+impl DedupStore for NoClaims {
+    async fn claim(
+        &self,
+        claims: &[Claim<'_>],
+        _now: i64,
+    ) -> Vec<Result<ClaimOutcome, StoreError>> {
+        claims.iter().map(|_| Ok(ClaimOutcome::Claimed)).collect()
+    }
+
+    async fn transfer(
+        &self,
+        transfers: &[Transfer<'_>],
+        _now: i64,
+    ) -> Vec<Result<ClaimOutcome, StoreError>> {
+        transfers
+            .iter()
+            .map(|_| Ok(ClaimOutcome::Claimed))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +200,16 @@ mod tests {
             object_key: "k".into(),
             claimed_at: at,
         }
+    }
+
+    #[test]
+    fn dedup_modes_parse_by_their_names_only() {
+        for mode in [DedupMode::Claims, DedupMode::Window] {
+            assert_eq!(DedupMode::parse(mode.name()), Ok(mode));
+        }
+        assert_eq!(DedupMode::parse(" Window "), Ok(DedupMode::Window));
+        let err = DedupMode::parse("firehose").expect_err("unknown");
+        assert!(err.contains("dynamodb") && err.contains("window"), "{err}");
     }
 
     #[test]

@@ -22,7 +22,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt as _;
 use serde::Serialize;
 
-use crate::core::dedup::{Claim, ClaimOutcome, DedupStore, Holder, Resolution, Transfer, resolve};
+use crate::core::dedup::{
+    Claim, ClaimOutcome, DedupMode, DedupStore, Holder, Resolution, Transfer, resolve,
+};
 use crate::core::encode::{EncodeOptions, add_table_stats, encode};
 use crate::core::enrich::{CreatedAtUnit, Event, enrich};
 use crate::core::partition::{PartitionKey, data_object_key, error_object_key};
@@ -62,6 +64,11 @@ pub struct PipelineConfig {
     /// batches record it in their staging object, so that the publisher
     /// reads them the same way.
     pub created_at_unit: CreatedAtUnit,
+    /// How repeats are dropped: claims in the dedup store, or (with a
+    /// window) the publisher alone ([`DedupMode::Window`]: each batch's
+    /// staging object and dead letters are named from its input, and a
+    /// staging object that exists already holds this batch's events).
+    pub dedup: DedupMode,
 }
 
 /// Whether a batch encodes its files while its claims are in flight. On at
@@ -99,6 +106,7 @@ impl Default for PipelineConfig {
             encode_ahead: EncodeAhead::default(),
             window_secs: 0,
             created_at_unit: CreatedAtUnit::S,
+            dedup: DedupMode::Claims,
         }
     }
 }
@@ -514,7 +522,10 @@ async fn plan_files<O: ObjectSink>(
     } else {
         let members: Vec<usize> = by_partition.into_iter().flat_map(|(_, m)| m).collect();
         let t = Instant::now();
-        let target = staging_target(sink, cfg, &batch.owners, now.timestamp()).await;
+        let target = match cfg.dedup {
+            DedupMode::Claims => staging_target(sink, cfg, &batch.owners, now.timestamp()).await,
+            DedupMode::Window => Ok(input_staging_key(cfg, &batch.owners, now.timestamp())),
+        };
         progress.out.sink_ms += t.elapsed().as_millis() as u64;
         match target {
             Ok(key) => vec![Group {
@@ -533,12 +544,14 @@ async fn plan_files<O: ObjectSink>(
     if !batch.rejects.is_empty() {
         let mut members: Vec<usize> = batch.rejects.keys().copied().collect();
         members.sort_unstable();
+        // claimed dead letters get a fresh name; unclaimed ones (window
+        // dedup) their input's, so that a retry writes the same file again
+        let name = match cfg.dedup {
+            DedupMode::Claims => uuid::Uuid::now_v7().to_string(),
+            DedupMode::Window => input_id(batch.owners.iter().copied()),
+        };
         groups.push(Group {
-            key: error_object_key(
-                &cfg.prefix,
-                now.date_naive(),
-                &uuid::Uuid::now_v7().to_string(),
-            ),
+            key: error_object_key(&cfg.prefix, now.date_naive(), &name),
             members,
             kind: GroupKind::DeadLetters,
         });
@@ -796,7 +809,9 @@ async fn put_files<O: ObjectSink>(
             let group = &groups[g];
             let r = match group.kind {
                 GroupKind::Staging => match sink.put_if_absent(&group.key, body).await {
-                    Ok(true) => Ok(()),
+                    Ok(true) => Ok(Put::Landed),
+                    // named from its input: an earlier attempt staged these records
+                    Ok(false) if cfg.dedup == DedupMode::Window => Ok(Put::Staged),
                     Ok(false) => Err(crate::core::sink::SinkError {
                         operation: "put_if_absent",
                         key: group.key.clone(),
@@ -804,7 +819,7 @@ async fn put_files<O: ObjectSink>(
                     }),
                     Err(e) => Err(e),
                 },
-                _ => sink.put(&group.key, body).await,
+                _ => sink.put(&group.key, body).await.map(|()| Put::Landed),
             };
             (g, len, idx, r)
         })
@@ -816,9 +831,12 @@ async fn put_files<O: ObjectSink>(
     for (g, len, idx, r) in put_results {
         let group = &groups[g];
         match r {
-            Ok(()) if group.kind == GroupKind::DeadLetters => out.counts.dead_letter_files += 1,
-            Ok(()) if group.kind == GroupKind::Staging => out.counts.staging_objects += 1,
-            Ok(()) => {
+            Ok(Put::Staged) => {}
+            Ok(Put::Landed) if group.kind == GroupKind::DeadLetters => {
+                out.counts.dead_letter_files += 1
+            }
+            Ok(Put::Landed) if group.kind == GroupKind::Staging => out.counts.staging_objects += 1,
+            Ok(Put::Landed) => {
                 out.files.push(WrittenFile {
                     key: group.key.clone(),
                     rows: idx.len(),
@@ -831,7 +849,8 @@ async fn put_files<O: ObjectSink>(
         }
         for i in idx {
             progress.state[i] = match &r {
-                Ok(()) => State::Written,
+                Ok(Put::Landed) => State::Written,
+                Ok(Put::Staged) => State::Duplicate,
                 Err(e) => State::Failed(Failure::Write {
                     file: group.key.clone(),
                     why: e.to_string(),
@@ -840,6 +859,14 @@ async fn put_files<O: ObjectSink>(
         }
     }
     out.files.sort_by(|a, b| a.key.cmp(&b.key));
+}
+
+/// What a put did.
+enum Put {
+    /// The file landed.
+    Landed,
+    /// The staging object of these very records was there already.
+    Staged,
 }
 
 /// Counts every record in exactly one state.
@@ -1050,6 +1077,13 @@ async fn staging_target<O: ObjectSink>(
             "the same records were staged {MAX_STAGING_NUMBER} times in this window already"
         ),
     })
+}
+
+/// The staging key of window dedup: its window's folder and its input's id,
+/// number 0 always (a retry of the same records finds it staged).
+fn input_staging_key(cfg: &PipelineConfig, owners: &[&str], now_s: i64) -> String {
+    let window = Window::containing(now_s, cfg.window_secs).id();
+    staging_key(&cfg.prefix, &window, &input_id(owners.iter().copied()), 0)
 }
 
 /// Staging objects of the same records in one window before giving up
@@ -1284,6 +1318,53 @@ mod tests {
             "no new file, dead letters included"
         );
         assert_once(&sink, &["a", "b", "c", "d"]);
+    }
+
+    /// Window dedup: no claims; a retry of the same records finds its
+    /// staging object and dead letters by name, a resend in a later window
+    /// is dropped by the publisher; every event once.
+    #[tokio::test]
+    async fn window_dedup_stages_a_retry_once_and_the_publisher_drops_a_resend() {
+        use crate::core::publish::{PublishConfig, Which, publish};
+        let (store, sink) = (crate::core::dedup::NoClaims, MemSink::default());
+        let cfg = PipelineConfig {
+            window_secs: 300,
+            dedup: DedupMode::Window,
+            ..PipelineConfig::default()
+        };
+        let first = run_batch(&batch(), &store, &sink, &cfg, now()).await;
+        assert_eq!((first.counts.written, first.counts.rejected), (4, 1));
+        let staged = sink.objects().len();
+        let retry = run_batch(&batch(), &store, &sink, &cfg, now()).await;
+        assert_eq!(
+            (
+                retry.counts.written,
+                retry.counts.duplicates,
+                retry.counts.failed
+            ),
+            (0, 5, 0),
+            "{:?}",
+            retry.failed
+        );
+        assert_eq!(retry.counts.rejected, 1);
+        assert_eq!(sink.objects().len(), staged, "the same names, nothing new");
+        assert_eq!(dead_letters(&sink).len(), 1, "the dead letter once");
+        // the same events, re-sent by a producer ten minutes later
+        let resend = vec![
+            rec(100, &ev("b", "payment:order", 0)),
+            rec(101, &ev("e", "x:y", 0)),
+        ];
+        let later = now() + chrono::Duration::minutes(10);
+        let o = run_batch(&resend, &store, &sink, &cfg, later).await;
+        assert_eq!(o.counts.written, 2, "staged: the publisher decides");
+        let p = PublishConfig {
+            window_secs: 300,
+            ..PublishConfig::default()
+        };
+        publish(&sink, &p, Which::Everything, later)
+            .await
+            .expect("publish");
+        assert_once(&sink, &["a", "b", "c", "d", "e"]);
     }
 
     #[tokio::test]

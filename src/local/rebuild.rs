@@ -420,8 +420,56 @@ pub async fn rebuild_state(lake: &Path) -> Result<RebuildSummary, RebuildError> 
     }
     std::fs::remove_file(&building)
         .map_err(|e| store_err(format!("removing {}: {e}", building.display())))?;
+    // the store now claims what window dedup ingested without claims
+    match std::fs::remove_file(window_dedup_marker(lake)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(store_err(format!("removing the window-dedup marker: {e}"))),
+    }
     summary.elapsed_s = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// The file that says a folder lake was ingested with `--dedup window`:
+/// its dedup store lacks those events' claims.
+pub fn window_dedup_marker(lake: &Path) -> PathBuf {
+    lake.join("_state").join("window-dedup")
+}
+
+/// Records that events go into the lake without claims (`--dedup window`).
+pub fn mark_window_dedup(lake: &Path) -> std::io::Result<()> {
+    let marker = window_dedup_marker(lake);
+    if marker.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = marker.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(
+        marker,
+        "events were ingested into this lake with --dedup window, without dedup claims; \
+         `kinesis-lake rebuild-state` claims them all and removes this file\n",
+    )
+}
+
+/// Refuses claims-based ingestion into a lake whose store does not claim
+/// all of it: no store while the lake holds data, or events ingested with
+/// `--dedup window`. Says what to do.
+pub fn check_claims_cover_lake(lake: &Path) -> anyhow::Result<()> {
+    check_store_present(lake)?;
+    if window_dedup_marker(lake).exists() {
+        anyhow::bail!(
+            "the lake {} was ingested with --dedup window ({} says so): its dedup store holds no \
+             claims for those events, so ingesting with --dedup dynamodb could write them again. \
+             Keep using --dedup window, or move {} aside and run `kinesis-lake rebuild-state --lake {}`, \
+             which claims every event of the lake",
+            lake.display(),
+            window_dedup_marker(lake).display(),
+            redb_store::default_path(lake).display(),
+            lake.display(),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
