@@ -273,3 +273,79 @@ fn rebuild_state_claims_staged_events_for_their_staging_object() {
     );
     assert_eq!(all_sorted(&lake), expected(0..20));
 }
+
+#[test]
+fn window_dedup_keeps_no_claims_and_the_publisher_drops_a_rerun() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let file = input(dir.path(), "in.ndjson", 0, 40);
+    let args = [
+        "ingest",
+        "--json",
+        "--dedup",
+        "window",
+        "--batch-records",
+        "4",
+    ];
+    let s = json_of(&kl(&args, &lake, &[&file]));
+    assert_eq!(s["published"]["events"], 40);
+    assert_eq!(all_sorted(&lake), expected(0..40));
+
+    // the same input again, and a resend overlapping it: the publisher's
+    // look-back drops every repeat
+    let resend = input(dir.path(), "b.ndjson", 30, 20);
+    let again = json_of(&kl(&args, &lake, &[&file, &resend]));
+    assert_eq!(again["published"]["events"], 10, "{again}");
+    assert_eq!(all_sorted(&lake), expected(0..50));
+    assert!(
+        files_under(&lake.join("_staging"), ".kls").is_empty(),
+        "nothing left staged"
+    );
+
+    // the store holds no claims for these events: claims-based ingest refuses
+    let out = kl(&["ingest", "--json"], &lake, &[&file]);
+    assert!(!out.status.success(), "claims-based ingest was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--dedup window") && err.contains("rebuild-state"),
+        "{err}"
+    );
+    assert_eq!(all_sorted(&lake), expected(0..50));
+
+    // the publisher is what drops repeats: no window, no window dedup
+    let out = kl(
+        &["ingest", "--dedup", "window", "--window", "0"],
+        &lake,
+        &[&file],
+    );
+    assert!(
+        !out.status.success(),
+        "--dedup window --window 0 was accepted"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--dedup window needs a publication window"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rebuild_state_claims_a_window_dedup_lake_for_claims_based_ingest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let file = input(dir.path(), "in.ndjson", 0, 12);
+    json_of(&kl(
+        &["ingest", "--json", "--dedup", "window"],
+        &lake,
+        &[&file],
+    ));
+    let store = lake.join("_state").join("dedup.redb");
+    std::fs::rename(&store, dir.path().join("dedup.redb.aside")).expect("move the store aside");
+    json_of(&kl(&["rebuild-state", "--json"], &lake, &[]));
+    let s = json_of(&kl(&["ingest", "--json"], &lake, &[&file]));
+    assert_eq!(
+        (s["written"].as_u64(), s["duplicates"].as_u64()),
+        (Some(0), Some(12))
+    );
+    assert_eq!(all_sorted(&lake), expected(0..12));
+}

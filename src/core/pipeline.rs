@@ -34,7 +34,7 @@ use crate::core::reject::Reject;
 use crate::core::schema::{BatchStats, LakeSchema, table_name};
 use crate::core::sink::ObjectSink;
 use crate::core::staging::{Staged, encode_staging};
-use crate::core::window::{Window, input_id, staging_key};
+use crate::core::window::{Window, content_hash, input_id, staging_key};
 use crate::record::{Origin, RawRecord};
 
 /// How the pipeline writes.
@@ -443,6 +443,14 @@ impl<'b> Batch<'b> {
         }
     }
 
+    /// The batch's name when nothing is claimed: its input's id and a hash
+    /// of its records' bytes (the same records give the same name).
+    fn content_id(&self) -> String {
+        let input = input_id(self.owners.iter().copied());
+        let content = content_hash(self.records.iter().map(|r| r.data.as_slice()));
+        format!("{input}-{content:016x}")
+    }
+
     /// The key record `i` is claimed under: its `event_uuid`, or for a
     /// rejected record `rejected:<owner>`.
     fn claim_key(&self, i: usize) -> &str {
@@ -524,7 +532,7 @@ async fn plan_files<O: ObjectSink>(
         let t = Instant::now();
         let target = match cfg.dedup {
             DedupMode::Claims => staging_target(sink, cfg, &batch.owners, now.timestamp()).await,
-            DedupMode::Window => Ok(input_staging_key(cfg, &batch.owners, now.timestamp())),
+            DedupMode::Window => Ok(input_staging_key(cfg, batch, now.timestamp())),
         };
         progress.out.sink_ms += t.elapsed().as_millis() as u64;
         match target {
@@ -548,7 +556,7 @@ async fn plan_files<O: ObjectSink>(
         // dedup) their input's, so that a retry writes the same file again
         let name = match cfg.dedup {
             DedupMode::Claims => uuid::Uuid::now_v7().to_string(),
-            DedupMode::Window => input_id(batch.owners.iter().copied()),
+            DedupMode::Window => batch.content_id(),
         };
         groups.push(Group {
             key: error_object_key(&cfg.prefix, now.date_naive(), &name),
@@ -1079,11 +1087,12 @@ async fn staging_target<O: ObjectSink>(
     })
 }
 
-/// The staging key of window dedup: its window's folder and its input's id,
-/// number 0 always (a retry of the same records finds it staged).
-fn input_staging_key(cfg: &PipelineConfig, owners: &[&str], now_s: i64) -> String {
+/// The staging key of window dedup: its window's folder and the id of its
+/// input and content, number 0 always (a retry of the same records finds it
+/// staged, or in a publication plan).
+fn input_staging_key(cfg: &PipelineConfig, batch: &Batch<'_>, now_s: i64) -> String {
     let window = Window::containing(now_s, cfg.window_secs).id();
-    staging_key(&cfg.prefix, &window, &input_id(owners.iter().copied()), 0)
+    staging_key(&cfg.prefix, &window, &batch.content_id(), 0)
 }
 
 /// Staging objects of the same records in one window before giving up

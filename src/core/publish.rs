@@ -363,12 +363,20 @@ async fn publish_window<O: ObjectSink>(
             None => {
                 let covered: HashSet<&String> =
                     records.plans.values().flat_map(|p| &p.staging).collect();
-                let pending: Vec<String> = sink
+                let (published, pending): (Vec<String>, Vec<String>) = sink
                     .list(&staging_folder(&cfg.prefix, w))
                     .await?
                     .into_iter()
-                    .filter(|k| k.ends_with(STAGING_SUFFIX) && !covered.contains(k))
-                    .collect();
+                    .filter(|k| k.ends_with(STAGING_SUFFIX))
+                    .partition(|k| covered.contains(k));
+                if cfg.remove_staged {
+                    // every plan is done: these were published, and are here
+                    // again only because their records were staged again
+                    // under the same name (window dedup), or not yet removed
+                    for key in &published {
+                        sink.delete(key).await?;
+                    }
+                }
                 if pending.is_empty() {
                     return Ok(());
                 }
