@@ -257,3 +257,27 @@ def test_the_consumer_stages_and_the_publisher_function_publishes_once(tmp_path)
         assert all(m["PublishErrors"] == 0 for m in published)
         staged_metrics = [m for m in emf_lines(consumer["log"]) if "StagingObjects" in m]
         assert [m["StagingObjects"] for m in staged_metrics] == [1, 0]
+
+
+def test_window_dedup_needs_no_dedup_table_and_lands_a_retried_batch_once(tmp_path):
+    """DEDUP_MODE=window: no DEDUP_TABLE, and DynamoDB unreachable (nothing
+    listens at its endpoint) — the consumer never asks it. The same batch
+    again stages nothing; the publisher publishes every event once."""
+    name = f"kl-lambda-{uuid.uuid4().hex[:12]}"
+    nobody = f"http://127.0.0.1:{free_port()}"
+    consumer_env = {"PUBLISH_WINDOW_SECONDS": "60", "DEDUP_MODE": "window", "DEDUP_TABLE": None,
+                    "AWS_ENDPOINT_URL_DYNAMODB": nobody}
+    publisher_env = {"LAKE_FUNCTION": "publish", "DEDUP_TABLE": None, "PUBLISH_WINDOW_SECONDS": "60",
+                     "AWS_ENDPOINT_URL_DYNAMODB": nobody}
+    with watching(tmp_path, name, consumer_env, f"window-{name}") as consumer, \
+            watching(tmp_path, name, publisher_env, f"window-publisher-{name}") as publisher:
+        for _ in range(2):
+            answer = invoke(consumer["port"])
+            assert answer == {"batchItemFailures": []}, f"{answer}\n{consumer['tail']()}"
+        staged = [k for k in s3_keys(consumer["s3"], name) if k.endswith(".kls")]
+        assert len(staged) == 1, staged
+        done = invoke(publisher["port"], json.dumps({"publish_open_windows": True}))
+        assert done["events"] == len(SMALL_BATCH_UUIDS), f"{done}\n{publisher['tail']()}"
+        assert lake_rows(consumer) == {u: 1 for u in SMALL_BATCH_UUIDS}
+        metrics = [m for m in emf_lines(consumer["log"]) if "StagingObjects" in m]
+        assert [(m["StagingObjects"], m["Duplicates"]) for m in metrics] == [(1, 1), (0, 9)], metrics
