@@ -228,6 +228,126 @@ def condition_is_lake_prefix_nonempty(tpl: dict, name: str) -> bool:
 
 
 # --------------------------------------------------------------------------
+# Deploying with given parameter values: conditions and rules
+# --------------------------------------------------------------------------
+
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def parameter_values(tpl: dict, overrides: dict[str, Any]) -> dict[str, str]:
+    """Every parameter's value as CloudFormation compares it (a string): the
+    Default unless overridden."""
+    params = tpl["Parameters"]
+    unknown = set(overrides) - set(params)
+    assert not unknown, f"no such parameters: {sorted(unknown)}"
+    values = {name: p.get("Default") for name, p in params.items()}
+    values.update(overrides)
+    missing = [name for name, v in values.items() if v is None]
+    assert not missing, f"parameters without a value: {missing}"
+    return {name: str(v) for name, v in values.items()}
+
+
+def truth(tpl: dict, values: dict[str, str], node: Any) -> bool:
+    """A condition (or a rule's condition or assertion) for these parameter
+    values: Fn::Equals, Fn::Not, Fn::And, Fn::Or, Fn::Contains, Condition."""
+
+    def value(x: Any) -> str:
+        if isinstance(x, dict):
+            assert set(x) == {"Ref"}, f"cannot evaluate {x}"
+            assert x["Ref"] in values, f"Ref to unknown parameter {x['Ref']}"
+            return values[x["Ref"]]
+        return str(x)
+
+    assert isinstance(node, dict) and len(node) == 1, node
+    ((fn, args),) = node.items()
+    if fn == "Condition":
+        return truth(tpl, values, tpl["Conditions"][args])
+    if fn == "Fn::Equals":
+        a, b = args
+        return value(a) == value(b)
+    if fn == "Fn::Not":
+        (c,) = args
+        return not truth(tpl, values, c)
+    if fn == "Fn::And":
+        return all(truth(tpl, values, c) for c in args)
+    if fn == "Fn::Or":
+        return any(truth(tpl, values, c) for c in args)
+    if fn == "Fn::Contains":
+        items, x = args
+        return value(x) in [value(i) for i in items]
+    raise AssertionError(f"cannot evaluate {fn}")
+
+
+def deploy(tpl: dict, **overrides: Any) -> dict:
+    """The template as CloudFormation deploys it with these parameter values
+    (the others at their defaults): resources and outputs whose Condition is
+    false are gone, every Fn::If is replaced by the branch it takes and
+    AWS::NoValue removes its key or list item. Refs to parameters stay
+    (param_or_literal and is_ref_to keep working on the result)."""
+    values = parameter_values(tpl, overrides)
+    gone = object()
+
+    def pick(node: Any) -> Any:
+        if isinstance(node, dict):
+            if set(node) == {"Fn::If"}:
+                cond, when_true, when_false = node["Fn::If"]
+                return pick(when_true if truth(tpl, values, {"Condition": cond}) else when_false)
+            if node == NO_VALUE:
+                return gone
+            out = {k: pick(v) for k, v in node.items()}
+            return {k: v for k, v in out.items() if v is not gone}
+        if isinstance(node, list):
+            return [v for v in (pick(v) for v in node) if v is not gone]
+        return node
+
+    deployed = json.loads(json.dumps(tpl))
+    for section in ("Resources", "Outputs"):
+        deployed[section] = {
+            lid: pick(item)
+            for lid, item in deployed.get(section, {}).items()
+            if "Condition" not in item or truth(tpl, values, {"Condition": item["Condition"]})
+        }
+    return deployed
+
+
+def rule_violations(tpl: dict, **overrides: Any) -> list[str]:
+    """The AssertDescriptions of the Rules that reject these parameter values."""
+    values = parameter_values(tpl, overrides)
+    failed = []
+    for name, rule in tpl.get("Rules", {}).items():
+        if "RuleCondition" in rule and not truth(tpl, values, rule["RuleCondition"]):
+            continue
+        for a in rule["Assertions"]:
+            if not truth(tpl, values, a["Assert"]):
+                failed.append(f"{name}: {a['AssertDescription']}")
+    return failed
+
+
+def referenced_ids(node: Any) -> Iterator[str]:
+    """Every logical id or parameter a value names: Ref, Fn::GetAtt, and the
+    ${Name} / ${Name.Attr} of Fn::Sub strings (not ${!literal} nor the
+    variables of its own map)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "Ref":
+                yield v
+            elif k == "Fn::GetAtt":
+                yield (v.split(".", 1) if isinstance(v, str) else v)[0]
+            elif k == "Fn::Sub":
+                text, variables = (v[0], v[1]) if isinstance(v, list) else (v, {})
+                for name in re.findall(r"\$\{([^!}][^}]*)\}", text):
+                    name = name.split(".", 1)[0]
+                    if name not in variables:
+                        yield name
+                yield from referenced_ids(variables)
+            else:
+                yield from referenced_ids(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from referenced_ids(v)
+
+
+# --------------------------------------------------------------------------
 # Function
 # --------------------------------------------------------------------------
 
@@ -254,11 +374,14 @@ def test_function_memory_and_timeout_are_parameters(tpl: dict) -> None:
 
 
 def test_function_environment(tpl: dict) -> None:
-    fid, fn = the_function(tpl)
+    """With the default parameters (DedupMode dynamodb)."""
+    deployed = deploy(tpl)
+    fid, fn = the_function(deployed)
     env = props(fn)["Environment"]["Variables"]
-    bucket_id, _ = lake_bucket(tpl)
-    table_id, _ = only_resource(tpl, "AWS::DynamoDB::Table")
+    bucket_id, _ = lake_bucket(deployed)
+    table_id, _ = only_resource(deployed, "AWS::DynamoDB::Table")
     assert is_ref_to(env["LAKE_BUCKET"], bucket_id)
+    assert is_ref_to(env["DEDUP_MODE"], "DedupMode")
     assert is_ref_to(env["DEDUP_TABLE"], table_id)
     assert is_ref_to(env["LAKE_PREFIX"], "LakePrefix")
     assert is_ref_to(env["LAKE_COMPRESSION"], "Compression")
@@ -492,8 +615,17 @@ def test_stream_is_created_or_existing(tpl: dict) -> None:
 
 def test_dedup_table(tpl: dict) -> None:
     _, table = only_resource(tpl, "AWS::DynamoDB::Table")
+    assert table.get("Condition") == "UseDynamoDB"
     p = props(table)
-    assert p["BillingMode"] == "PAY_PER_REQUEST"
+    billing, billing_param = param_or_literal(tpl, p["BillingMode"])
+    assert billing_param is not None and billing == "PAY_PER_REQUEST"
+    assert billing_param["AllowedValues"] == ["PAY_PER_REQUEST", "PROVISIONED"]
+    # Capacity only when provisioned: on-demand tables must not have it.
+    assert p["ProvisionedThroughput"] == {"Fn::If": [
+        "Provisioned",
+        {"ReadCapacityUnits": 5, "WriteCapacityUnits": {"Ref": "DedupMinWriteCapacity"}},
+        NO_VALUE,
+    ]}
     assert p["KeySchema"] == [{"AttributeName": "event_uuid", "KeyType": "HASH"}]
     assert {"AttributeName": "event_uuid", "AttributeType": "S"} in p["AttributeDefinitions"]
     ttl = p["TimeToLiveSpecification"]
@@ -504,6 +636,205 @@ def test_dedup_table(tpl: dict) -> None:
         tpl, p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
     )
     assert pitr_param is not None and set(pitr_param["AllowedValues"]) == {"true", "false"}
+
+
+# --------------------------------------------------------------------------
+# Dedup modes (DedupMode) and the table's billing (DedupBillingMode)
+# --------------------------------------------------------------------------
+
+DEDUP_MODES = ("dynamodb", "window")
+BILLING_MODES = ("PAY_PER_REQUEST", "PROVISIONED")
+
+
+def failed_batch_message(tpl: dict) -> str:
+    """The text the failed-batch rule sends (InputTemplate), as one string."""
+    (rule,) = [props(r) for r in resources(tpl, "AWS::Events::Rule").values()
+               if props(r).get("EventPattern", {}).get("source") == ["aws.s3"]]
+    (target,) = rule["Targets"]
+    return "".join(strings_in(target["InputTransformer"]["InputTemplate"]))
+
+
+def test_dedup_mode_parameter(tpl: dict) -> None:
+    p = tpl["Parameters"]["DedupMode"]
+    assert p["Type"] == "String"
+    assert p["Default"] == "dynamodb"
+    assert p["AllowedValues"] == ["dynamodb", "window"]
+    # What each mode guarantees, as the operator must read it.
+    text = " ".join(p["Description"].split())
+    for phrase in ("DedupTtlHours", "one DynamoDB write per event", "no DynamoDB", "retries of the same batch",
+                   "deterministic names", "look-back", "last hour", "written again", "PublishWindowSeconds > 0"):
+        assert phrase in text, phrase
+    # The consumer is told the mode in every mode.
+    _, fn = the_function(tpl)
+    assert is_ref_to(props(fn)["Environment"]["Variables"]["DEDUP_MODE"], "DedupMode")
+    assert tpl["Conditions"]["UseDynamoDB"] == {"Fn::Equals": [{"Ref": "DedupMode"}, "dynamodb"]}
+    assert tpl["Conditions"]["Provisioned"] == {"Fn::And": [
+        {"Condition": "UseDynamoDB"},
+        {"Fn::Equals": [{"Ref": "DedupBillingMode"}, "PROVISIONED"]},
+    ]}
+
+
+def test_dynamodb_mode_has_the_table(tpl: dict) -> None:
+    deployed = deploy(tpl, DedupMode="dynamodb")
+    table_id, _ = only_resource(deployed, "AWS::DynamoDB::Table")
+    _, fn = the_function(deployed)
+    env = props(fn)["Environment"]["Variables"]
+    assert is_ref_to(env["DEDUP_MODE"], "DedupMode")
+    assert is_ref_to(env["DEDUP_TABLE"], table_id)
+    assert is_ref_to(env["DEDUP_TTL_HOURS"], "DedupTtlHours")
+    granted = granted_actions(deployed, role_of(deployed, fn))
+    for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:DescribeTable"):
+        assert [st["Resource"] for st in granted[action]] == [{"Fn::GetAtt": [table_id, "Arn"]}], action
+    assert is_ref_to(deployed["Outputs"]["DedupTableName"]["Value"], table_id)
+    message = failed_batch_message(deployed)
+    assert f"--dedup-table ${{{table_id}}} --failed s3://<bucket>/<key>" in message
+    assert "--dedup window" not in message
+
+
+def test_window_mode_has_no_dynamodb(tpl: dict) -> None:
+    """DedupMode window: no table, no grant, no table variables, no output,
+    nothing naming the table, and the failed-batch notice replays with
+    --dedup window. The rest of the consumer's role is unchanged."""
+    for billing in BILLING_MODES:
+        deployed = deploy(tpl, DedupMode="window", DedupBillingMode=billing)
+        assert not resources(deployed, "AWS::DynamoDB::Table"), billing
+        assert not [lid for lid, r in deployed["Resources"].items()
+                    if r["Type"].startswith("AWS::ApplicationAutoScaling::")], billing
+        for lid, st in policy_statements(deployed):
+            assert not [a for a in as_list(st["Action"]) if a.startswith("dynamodb:")], (lid, st)
+            assert st.get("Sid") != "DedupTable", lid
+        _, fn = the_function(deployed)
+        env = props(fn)["Environment"]["Variables"]
+        assert is_ref_to(env["DEDUP_MODE"], "DedupMode")
+        assert not {"DEDUP_TABLE", "DEDUP_TTL_HOURS"} & set(env), sorted(env)
+        assert "DedupTableName" not in deployed["Outputs"]
+        assert "DedupTable" not in set(referenced_ids(deployed["Resources"])) | set(
+            referenced_ids(deployed["Outputs"]))
+        message = failed_batch_message(deployed)
+        assert "--dedup window --failed s3://<bucket>/<key>" in message
+        assert "--dedup-table" not in message and "DedupTable" not in message
+
+    def consumer_grants(deployed: dict) -> set[str]:
+        return set(granted_actions(deployed, role_of(deployed, the_function(deployed)[1])))
+
+    full = consumer_grants(deploy(tpl, DedupMode="dynamodb"))
+    assert consumer_grants(deploy(tpl, DedupMode="window")) == {a for a in full if not a.startswith("dynamodb:")}
+
+
+@pytest.mark.parametrize("dedup_mode", DEDUP_MODES)
+@pytest.mark.parametrize("billing", BILLING_MODES)
+@pytest.mark.parametrize("existing", [False, True], ids=["created-stream-and-topic", "existing-stream-and-topic"])
+def test_every_reference_resolves(tpl: dict, dedup_mode: str, billing: str, existing: bool) -> None:
+    """Whatever the parameters, nothing names a resource the stack does not
+    create (CloudFormation would reject the template)."""
+    overrides: dict[str, Any] = {"DedupMode": dedup_mode, "DedupBillingMode": billing}
+    if existing:
+        overrides["ExistingStreamArn"] = "arn:aws:kinesis:eu-west-1:123456789012:stream/events"
+        overrides["AlarmTopicArn"] = "arn:aws:sns:eu-west-1:123456789012:alarms"
+    deployed = deploy(tpl, **overrides)
+    known = set(deployed["Resources"]) | set(deployed["Parameters"])
+    for lid, res in deployed["Resources"].items():
+        dangling = {r for r in referenced_ids(res) if r not in known and not r.startswith("AWS::")}
+        dangling |= {d for d in as_list(res.get("DependsOn", [])) if d not in deployed["Resources"]}
+        assert not dangling, f"{lid} names {sorted(dangling)}, absent with {overrides}"
+    for name, out in deployed["Outputs"].items():
+        dangling = {r for r in referenced_ids(out) if r not in known and not r.startswith("AWS::")}
+        assert not dangling, f"output {name} names {sorted(dangling)}, absent with {overrides}"
+
+
+def test_window_mode_needs_a_publication_window(tpl: dict) -> None:
+    """DedupMode window with PublishWindowSeconds 0 (no staging, so nothing
+    drops repeats) is rejected at deploy time by a rule; every other
+    combination passes."""
+    assert 0 in [int(v) for v in tpl["Parameters"]["PublishWindowSeconds"]["AllowedValues"]]
+    for mode in DEDUP_MODES:
+        for window in tpl["Parameters"]["PublishWindowSeconds"]["AllowedValues"]:
+            violations = rule_violations(tpl, DedupMode=mode, PublishWindowSeconds=window)
+            if mode == "window" and int(window) == 0:
+                assert len(violations) == 1, violations
+                assert "DedupMode window needs PublishWindowSeconds > 0" in " ".join(violations[0].split())
+            else:
+                assert not violations, (mode, window, violations)
+    assert not rule_violations(tpl)
+
+
+def test_dedup_billing_parameters(tpl: dict) -> None:
+    params = tpl["Parameters"]
+    assert params["DedupBillingMode"]["Default"] == "PAY_PER_REQUEST"
+    assert params["DedupBillingMode"]["AllowedValues"] == list(BILLING_MODES)
+    text = " ".join(params["DedupBillingMode"]["Description"].split())
+    for phrase in ("throttled", "Lambda retries the batch", "exactly once still holds", "MaximumRetryAttempts"):
+        assert phrase in text, phrase
+    target = params["DedupTargetUtilization"]
+    assert target["Type"] == "Number"
+    assert (int(target["Default"]), int(target["MinValue"]), int(target["MaxValue"])) == (75, 20, 90)
+    low, high = params["DedupMinWriteCapacity"], params["DedupMaxWriteCapacity"]
+    assert low["Type"] == "Number" and int(low["Default"]) == 300
+    # ~1M events/hour is ~280 writes/s: the floor must carry that.
+    assert int(low["Default"]) >= 1_000_000 / 3600
+    assert high["Type"] == "Number" and int(high["Default"]) == 40000
+    assert int(low["MinValue"]) >= 1 and int(high["MaxValue"]) <= 40000
+
+
+def test_provisioned_billing_scales_the_table(tpl: dict) -> None:
+    """PROVISIONED: capacity on the table and target-tracking auto scaling of
+    its writes (DedupMinWriteCapacity..DedupMaxWriteCapacity) and reads (from
+    5), at DedupTargetUtilization, with the service-linked role."""
+    deployed = deploy(tpl, DedupBillingMode="PROVISIONED")
+    table_id, table = only_resource(deployed, "AWS::DynamoDB::Table")
+    p = props(table)
+    assert is_ref_to(p["BillingMode"], "DedupBillingMode")
+    assert p["ProvisionedThroughput"] == {"ReadCapacityUnits": 5, "WriteCapacityUnits": {"Ref": "DedupMinWriteCapacity"}}
+
+    targets = resources(deployed, "AWS::ApplicationAutoScaling::ScalableTarget")
+    by_dimension = {props(t)["ScalableDimension"]: (tid, props(t)) for tid, t in targets.items()}
+    assert len(by_dimension) == len(targets) == 2, sorted(targets)
+    write_id, write = by_dimension["dynamodb:table:WriteCapacityUnits"]
+    read_id, read = by_dimension["dynamodb:table:ReadCapacityUnits"]
+    for t in (write, read):
+        assert t["ServiceNamespace"] == "dynamodb"
+        assert t["ResourceId"] == {"Fn::Sub": f"table/${{{table_id}}}"}
+        assert "RoleARN" not in t, "the service-linked role is used without RoleARN"
+    assert is_ref_to(write["MinCapacity"], "DedupMinWriteCapacity")
+    assert is_ref_to(write["MaxCapacity"], "DedupMaxWriteCapacity")
+    assert int(read["MinCapacity"]) == 5 and int(read["MaxCapacity"]) >= int(read["MinCapacity"])
+
+    policies = resources(deployed, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    by_target = {props(pol)["ScalingTargetId"]["Ref"]: props(pol) for pol in policies.values()}
+    assert len(by_target) == len(policies) == 2, sorted(policies)
+    for target_id, metric in ((write_id, "DynamoDBWriteCapacityUtilization"),
+                              (read_id, "DynamoDBReadCapacityUtilization")):
+        pol = by_target[target_id]
+        assert pol["PolicyType"] == "TargetTrackingScaling"
+        config = pol["TargetTrackingScalingPolicyConfiguration"]
+        assert is_ref_to(config["TargetValue"], "DedupTargetUtilization")
+        assert config["PredefinedMetricSpecification"] == {"PredefinedMetricType": metric}
+    for lid in (*targets, *policies):
+        assert tpl["Resources"][lid].get("Condition") == "Provisioned", lid
+
+
+def test_on_demand_billing_has_no_scaling(tpl: dict) -> None:
+    deployed = deploy(tpl, DedupBillingMode="PAY_PER_REQUEST")
+    _, table = only_resource(deployed, "AWS::DynamoDB::Table")
+    assert "ProvisionedThroughput" not in props(table)
+    billing, _ = param_or_literal(deployed, props(table)["BillingMode"])
+    assert billing == "PAY_PER_REQUEST"
+    assert not [lid for lid, r in deployed["Resources"].items()
+                if r["Type"].startswith("AWS::ApplicationAutoScaling::")]
+    # ... which is also the default.
+    assert deploy(tpl)["Resources"].keys() == deployed["Resources"].keys()
+
+
+def test_parameter_groups(tpl: dict) -> None:
+    """Every parameter is in exactly one group of the console's form; the
+    dedup ones in "Dedup table"."""
+    groups = tpl["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    listed = [name for g in groups for name in g["Parameters"]]
+    assert sorted(listed) == sorted(tpl["Parameters"]), "a parameter is missing from or repeated in the groups"
+    (dedup,) = [g["Parameters"] for g in groups if g["Label"]["default"] == "Dedup table"]
+    for name in ("DedupMode", "DedupBillingMode", "DedupTargetUtilization", "DedupMinWriteCapacity",
+                 "DedupMaxWriteCapacity", "PointInTimeRecovery"):
+        assert name in dedup, name
 
 
 # --------------------------------------------------------------------------
@@ -871,7 +1202,14 @@ def policy_statements(tpl: dict) -> Iterator[tuple[str, dict]]:
                     docs.append(pol)
         for doc in docs:
             for st in as_list(doc["Statement"]):
-                yield lid, st
+                # A statement under Fn::If counts with every branch it may
+                # take: least privilege must hold whatever the parameters.
+                if isinstance(st, dict) and set(st) == {"Fn::If"}:
+                    for branch in st["Fn::If"][1:]:
+                        if branch != NO_VALUE:
+                            yield lid, branch
+                else:
+                    yield lid, st
 
 
 def test_no_allow_on_star_resource(tpl: dict) -> None:
