@@ -160,7 +160,7 @@ def main():
         if window:
             modes.append(Mode(rows, "window", "-", window))
     print("| dedup | billing | window | freshness | files per partition per hour (1M / 1B) "
-          "| month at 1M events/h | per million events | month at 1B events/h |")
+          "| month at 1M events/h | per million events, without the stream | month at 1B events/h |")
     print("|---|---|---|---|---|---|---|---|")
     for m in modes:
         a, b = m.monthly(RATES["1M"]), m.monthly(RATES["1B"])
