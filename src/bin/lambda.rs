@@ -27,7 +27,7 @@ use kinesis_lake::PipelineConfig;
 use kinesis_lake::aws::config::{self, Clients, FunctionRole};
 use kinesis_lake::aws::deadline::lambda_deadline;
 use kinesis_lake::aws::handler::{invoke, publish_invoke, which_windows};
-use kinesis_lake::aws::{ClientSettings, LambdaMode, S3Sink};
+use kinesis_lake::aws::{AwsLake, ClientSettings, LambdaMode, S3Sink};
 use kinesis_lake::core::dedup::{DedupMode, DedupStore, NoClaims};
 use kinesis_lake::core::encode::EncodeOptions;
 use kinesis_lake::core::publish::PublishConfig;
@@ -92,14 +92,7 @@ async fn run() -> anyhow::Result<()> {
             lake,
             create_resources,
         } if dedup == DedupMode::Window => {
-            let clients = Clients::load(&ClientSettings::default()).await?;
-            let sink = S3Sink::new(clients.s3, &lake.bucket);
-            if create_resources {
-                sink.ensure_bucket().await?;
-            }
-            sink.check(&lake.prefix)
-                .await
-                .with_context(|| format!("checking the lake {}", lake.url()))?;
+            let sink = lake_sink(&lake, create_resources).await?;
             let cfg = PipelineConfig {
                 prefix: lake.prefix.clone(),
                 io_concurrency: lake.io_concurrency,
@@ -159,6 +152,20 @@ async fn run() -> anyhow::Result<()> {
     }
 }
 
+/// The lake's bucket alone (no dedup table), checked: the publisher's, and
+/// the consumer's with window dedup.
+async fn lake_sink(lake: &AwsLake, create_resources: bool) -> anyhow::Result<S3Sink> {
+    let clients = Clients::load(&ClientSettings::default()).await?;
+    let sink = S3Sink::new(clients.s3, &lake.bucket);
+    if create_resources {
+        sink.ensure_bucket().await?;
+    }
+    sink.check(&lake.prefix)
+        .await
+        .with_context(|| format!("checking the lake {}", lake.url()))?;
+    Ok(sink)
+}
+
 /// The scheduled publisher: the lake's S3 bucket (or a local folder), no
 /// dedup table.
 async fn run_publisher(cfg: PublishConfig, function_name: &str) -> anyhow::Result<()> {
@@ -167,14 +174,7 @@ async fn run_publisher(cfg: PublishConfig, function_name: &str) -> anyhow::Resul
             lake,
             create_resources,
         } => {
-            let clients = Clients::load(&ClientSettings::default()).await?;
-            let sink = S3Sink::new(clients.s3, &lake.bucket);
-            if create_resources {
-                sink.ensure_bucket().await?;
-            }
-            sink.check(&lake.prefix)
-                .await
-                .with_context(|| format!("checking the lake {}", lake.url()))?;
+            let sink = lake_sink(&lake, create_resources).await?;
             let cfg = PublishConfig {
                 prefix: lake.prefix.clone(),
                 io_concurrency: lake.io_concurrency,
