@@ -7,6 +7,7 @@ pub mod dedup;
 pub mod encode;
 pub mod enrich;
 pub mod kpl;
+pub mod parallel;
 pub mod parquet_file;
 pub mod partition;
 pub mod pipeline;

@@ -27,6 +27,7 @@ use crate::core::dedup::{
 };
 use crate::core::encode::{EncodeOptions, add_table_stats, encode};
 use crate::core::enrich::{CreatedAtUnit, Event, enrich};
+use crate::core::parallel::map_parallel;
 use crate::core::partition::{PartitionKey, data_object_key, error_object_key};
 use crate::core::publish;
 use crate::core::registry::{self, SchemaCache};
@@ -1014,50 +1015,6 @@ const ENCODE_PARALLEL_MIN_ROWS: usize = 1000;
 /// Records below which a batch is decoded and enriched on the calling thread
 /// (a Lambda batch at the smallest memory sizes has one vCPU anyway).
 const PARALLEL_MIN_RECORDS: usize = 64;
-
-/// `items.iter().map(f).collect()`, on every core when `parallel` and there
-/// is more than one: items are dealt round-robin over the threads (uneven
-/// items, such as files, spread evenly), results come back in input order.
-/// A panic in `f` surfaces here, as it would on this thread.
-fn map_parallel<'a, T: Sync, R: Send>(
-    items: &'a [T],
-    parallel: bool,
-    f: impl Fn(&'a T) -> R + Sync,
-) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if !parallel || threads < 2 || items.len() < 2 {
-        return items.iter().map(f).collect();
-    }
-    let f = &f;
-    let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    items
-                        .iter()
-                        .enumerate()
-                        .skip(t)
-                        .step_by(threads)
-                        .map(|(i, item)| (i, f(item)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for h in handles {
-            match h.join() {
-                Ok(done) => {
-                    for (i, r) in done {
-                        out[i] = Some(r);
-                    }
-                }
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-    });
-    // every slot was filled: each index went to exactly one thread
-    out.into_iter().flatten().collect()
-}
 
 /// The key of this batch's staging object: its window's folder, the id of
 /// its input and the lowest number under which nothing was ever staged (a

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::encode::{EncodeOptions, add_table_stats, encode};
 use crate::core::enrich::{CreatedAtUnit, Event, enrich};
+use crate::core::parallel::map_parallel;
 use crate::core::partition::{PartitionKey, error_object_key, join_prefix};
 use crate::core::registry::{self, SchemaCache};
 use crate::core::reject::Reject;
@@ -504,12 +505,13 @@ async fn carry_out<O: ObjectSink>(
     let mut rows: Vec<Event<'_>> = Vec::new();
     let mut rejects: Vec<(String, &[u8], Reject)> = Vec::new();
     let mut duplicates = 0u64;
-    for (key, unit, section, bytes) in &sections {
-        for staged in section_events(key, section, bytes)? {
-            match enrich(staged.json, *unit) {
+    // in arrival order: the first copy of a uuid wins
+    for section in enrich_sections(&sections)? {
+        for (owner, json, enriched) in section {
+            match enriched {
                 Ok(event) if !seen.insert(event.event_uuid.to_string()) => duplicates += 1,
                 Ok(event) => rows.push(event),
-                Err(reject) => rejects.push((staged.owner.to_string(), staged.json, reject)),
+                Err(reject) => rejects.push((owner.to_string(), json, reject)),
             }
         }
     }
@@ -610,17 +612,55 @@ type Decompressed = (
     Vec<u8>,
 );
 
-/// Every section of the staging objects, decompressed, in order.
+/// Every section of the staging objects, decompressed (on every core), in
+/// order.
 fn decompress(objects: &[(String, Header, Bytes)]) -> Result<Vec<Decompressed>, StagingError> {
-    let mut out = Vec::new();
-    for (key, header, body) in objects {
-        for section in &header.sections {
+    let sections: Vec<(&String, &Header, &Bytes, &crate::core::staging::Section)> = objects
+        .iter()
+        .flat_map(|(key, header, body)| header.sections.iter().map(move |s| (key, header, body, s)))
+        .collect();
+    let bytes: usize = objects.iter().map(|(_, _, body)| body.len()).sum();
+    map_parallel(
+        &sections,
+        bytes >= PARALLEL_MIN_BYTES,
+        |(key, header, body, section)| {
             let bytes = section_bytes(key, body, section)?;
-            out.push((key.clone(), header.created_at_unit, section.clone(), bytes));
-        }
-    }
-    Ok(out)
+            Ok((
+                (*key).clone(),
+                header.created_at_unit,
+                (*section).clone(),
+                bytes,
+            ))
+        },
+    )
+    .into_iter()
+    .collect()
 }
+
+/// Each staged event of a section: its owner, its JSON, and the event (or
+/// why it is rejected now).
+type Enriched<'s> = (&'s str, &'s [u8], Result<Event<'s>, Reject>);
+
+/// Every section's events validated and enriched, on every core; sections
+/// and events in order.
+fn enrich_sections(sections: &[Decompressed]) -> Result<Vec<Vec<Enriched<'_>>>, StagingError> {
+    let bytes: usize = sections.iter().map(|(_, _, _, b)| b.len()).sum();
+    map_parallel(
+        sections,
+        bytes >= PARALLEL_MIN_BYTES,
+        |(key, unit, section, bytes)| {
+            Ok(section_events(key, section, bytes)?
+                .into_iter()
+                .map(|staged| (staged.owner, staged.json, enrich(staged.json, *unit)))
+                .collect())
+        },
+    )
+    .into_iter()
+    .collect()
+}
+
+/// Staging bytes below which a publication reads on the calling thread.
+const PARALLEL_MIN_BYTES: usize = 1 << 20;
 
 /// The uuids published by the window's earlier generations and by the
 /// generations of the windows within the look-back.
@@ -720,54 +760,22 @@ fn encode_parts(
     schema: &Arc<crate::core::schema::LakeSchema>,
     opts: &EncodeOptions,
 ) -> Result<Vec<(String, u64, Bytes)>, PublishError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut results: Vec<Option<Result<Vec<u8>, String>>> = (0..jobs.len()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads.min(jobs.len()).max(1))
-            .map(|t| {
-                scope.spawn(move || {
-                    jobs.iter()
-                        .enumerate()
-                        .skip(t)
-                        .step_by(threads)
-                        .map(|(i, (_, p, rows))| {
-                            let table = table_name(&p.event_type, p.event_subtype.as_deref());
-                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                encode(rows, schema, &table, opts)
-                            }));
-                            let r = match r {
-                                Ok(Ok(body)) => Ok(body),
-                                Ok(Err(e)) => Err(e.to_string()),
-                                Err(_) => Err("the encoder panicked".to_string()),
-                            };
-                            (i, r)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for h in handles {
-            if let Ok(done) = h.join() {
-                for (i, r) in done {
-                    results[i] = Some(r);
-                }
-            }
+    let encoded = map_parallel(jobs, true, |(key, p, rows)| {
+        let table = table_name(&p.event_type, p.event_subtype.as_deref());
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            encode(rows, schema, &table, opts)
+        }));
+        match r {
+            Ok(Ok(body)) => Ok((key.clone(), rows.len() as u64, Bytes::from(body))),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the encoder panicked".to_string()),
         }
-    });
-    jobs.iter()
-        .zip(results)
-        .map(|((key, _, rows), r)| match r {
-            Some(Ok(body)) => Ok((key.clone(), rows.len() as u64, Bytes::from(body))),
-            Some(Err(message)) => Err(PublishError::Encode {
-                key: key.clone(),
-                message,
-            }),
-            None => Err(PublishError::Encode {
-                key: key.clone(),
-                message: "the encoding thread stopped".into(),
-            }),
+        .map_err(|message| PublishError::Encode {
+            key: key.clone(),
+            message,
         })
-        .collect()
+    });
+    encoded.into_iter().collect()
 }
 
 /// A partition's events cut into parts of at most about `target` bytes of
