@@ -47,10 +47,9 @@ TTL_HOURS = 168
 CLAIM_ITEM_BYTES = 360
 TARGET_UTILIZATION = 0.75      # DedupTargetUtilization
 MIN_WCU = 300                  # DedupMinWriteCapacity
-# StagingExpirationDays (7) + NoncurrentVersionExpirationDays (30): the
-# template's bucket is versioned, so an expired staging object stays 30 more
-# days as a noncurrent version
-STAGING_DAYS = 7 + 30
+# StagingExpirationDays (7), then one day as a noncurrent version (the
+# template's bucket is versioned; its staging rule expires those after a day)
+STAGING_DAYS = 7 + 1
 TARGET_FILE_BYTES = 128 << 20
 RATES = {"1M": 1e6, "1B": 1e9}
 

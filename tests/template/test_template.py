@@ -887,6 +887,19 @@ def test_bucket_versioning_and_lifecycle(tpl: dict) -> None:
     assert any("AbortIncompleteMultipartUpload" in r for r in rules)
 
 
+def test_staging_objects_expire_and_their_noncurrent_versions_after_a_day(tpl: dict) -> None:
+    """Published staging objects hold nothing the lake lacks: in a versioned bucket their
+    noncurrent versions must not stay the bucket-wide NoncurrentVersionExpirationDays."""
+    _, bucket = lake_bucket(tpl)
+    rules = props(bucket)["LifecycleConfiguration"]["Rules"]
+    staging = [r for r in rules if any("_staging/" in s for s in strings_in(r.get("Prefix", "")))]
+    assert len(staging) == 1, staging
+    rule = staging[0]
+    assert rule["Status"] == "Enabled"
+    assert rule["ExpirationInDays"] == {"Ref": "StagingExpirationDays"}
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+
+
 # --------------------------------------------------------------------------
 # Glue / Athena
 # --------------------------------------------------------------------------
