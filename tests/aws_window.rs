@@ -97,3 +97,67 @@ async fn window_dedup_a_retry_after_publication_is_dropped_by_the_look_back() {
     assert_eq!(p.events, 0, "{p:?}");
     lake.assert_exactly_once(&SMALL_BATCH_UUIDS).await;
 }
+
+/// The CLI on an S3 lake with `--dedup window`: no dedup table named, and
+/// DynamoDB unreachable; the same input twice lands every event once; a
+/// dedup table named beside window dedup is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_dedup_cli_on_s3_needs_no_table_and_a_rerun_adds_nothing() {
+    let lake = Lake::fresh("win-cli").await;
+    let url = format!("s3://{}/{}", lake.name, lake.prefix);
+    let nobody = format!("http://127.0.0.1:{}", closed_port());
+    let env = [("AWS_ENDPOINT_URL_DYNAMODB", nobody.as_str())];
+    let input = fixture_path("kinesis");
+    let args = [
+        "ingest",
+        "--lake",
+        &url,
+        "--dedup",
+        "window",
+        "--json",
+        "--no-progress",
+        &input,
+    ];
+    let mut published = Vec::new();
+    for _ in 0..2 {
+        let out = cli(&args, &env);
+        assert!(
+            out.status.success(),
+            "ingest failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+        assert_eq!(s["failed"], 0, "{s}");
+        published.push(s["published"]["events"].as_u64().expect("published"));
+    }
+    assert_eq!(
+        published[1], 0,
+        "the re-run publishes nothing: {published:?}"
+    );
+    let rows = lake.rows().await;
+    assert_eq!(rows.len() as u64, published[0], "{rows:?}");
+    assert!(rows.values().all(|n| *n == 1), "{rows:?}");
+    for u in SMALL_BATCH_UUIDS {
+        assert_eq!(rows.get(u), Some(&1), "{u}");
+    }
+
+    let both = cli(
+        &[
+            "ingest",
+            "--lake",
+            &url,
+            "--dedup",
+            "window",
+            "--dedup-table",
+            "t",
+            &input,
+        ],
+        &env,
+    );
+    assert!(!both.status.success());
+    assert!(
+        String::from_utf8_lossy(&both.stderr).contains("--dedup window uses no dedup table"),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+}
