@@ -681,7 +681,9 @@ async fn published_uuids<O: ObjectSink>(
             let Some(s) = Window::start_of_id(id) else {
                 continue;
             };
-            if s >= start || s < start - cfg.lookback_secs {
+            // earlier windows, and later ones already published (a late
+            // staging object of this window may repeat what they published)
+            if s == start || (s - start).abs() > cfg.lookback_secs {
                 continue;
             }
             for key in sink.list(&publish_folder(&cfg.prefix, id)).await? {
@@ -1178,6 +1180,45 @@ mod tests {
             .expect("second");
         assert_eq!((p.events, p.duplicates), (1, 1));
         assert_eq!(all_uuids(&sink), ["u1", "u2", "u3"]);
+    }
+
+    /// Without claims, a retried batch may be staged in the next window
+    /// and published there first, and the first attempt's staging object
+    /// land late in its own window: the late generation is checked against
+    /// the later window's uuids too.
+    #[tokio::test]
+    async fn a_late_generation_drops_what_a_later_window_published() {
+        let sink = MemSink::default();
+        let cfg = PipelineConfig {
+            dedup: crate::core::dedup::DedupMode::Window,
+            ..staged_cfg()
+        };
+        let store = crate::core::dedup::NoClaims;
+        run_batch(
+            &records("/b", &[("u1", "a:x")]),
+            &store,
+            &sink,
+            &cfg,
+            at(T0 + 310),
+        )
+        .await;
+        let p = publish(&sink, &pub_cfg(), Which::Closed, at(T0 + 700))
+            .await
+            .expect("the later window");
+        assert_eq!(p.events, 1);
+        run_batch(
+            &records("/a", &[("u1", "a:x"), ("u2", "a:x")]),
+            &store,
+            &sink,
+            &cfg,
+            at(T0 + 10),
+        )
+        .await;
+        let p = publish(&sink, &pub_cfg(), Which::Closed, at(T0 + 800))
+            .await
+            .expect("the late generation");
+        assert_eq!((p.events, p.duplicates), (1, 1), "{p:?}");
+        assert_eq!(all_uuids(&sink), ["u1", "u2"]);
     }
 
     #[tokio::test]
