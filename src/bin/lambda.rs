@@ -87,21 +87,26 @@ async fn run() -> anyhow::Result<()> {
         return run_publisher(cfg, &function_name).await;
     }
     let dedup = config::dedup_mode(&env)?;
+    // the settings every consumer mode shares; an S3 lake adds its own
+    let base = PipelineConfig {
+        encode,
+        window_secs,
+        created_at_unit,
+        dedup,
+        ..PipelineConfig::default()
+    };
+    let in_lake = |lake: &AwsLake| PipelineConfig {
+        prefix: lake.prefix.clone(),
+        io_concurrency: lake.io_concurrency,
+        ..base.clone()
+    };
     match LambdaMode::from_env()? {
         LambdaMode::Aws {
             lake,
             create_resources,
         } if dedup == DedupMode::Window => {
             let sink = lake_sink(&lake, create_resources).await?;
-            let cfg = PipelineConfig {
-                prefix: lake.prefix.clone(),
-                io_concurrency: lake.io_concurrency,
-                encode,
-                window_secs,
-                created_at_unit,
-                dedup,
-                ..PipelineConfig::default()
-            };
+            let cfg = in_lake(&lake);
             tracing::info!(lake = %lake.url(), dedup = %dedup, window_secs, created_at_unit = %created_at_unit, "ready");
             serve(&NoClaims, &sink, &cfg, &function_name).await
         }
@@ -120,34 +125,20 @@ async fn run() -> anyhow::Result<()> {
             table_checked
                 .with_context(|| format!("checking the dedup table DEDUP_TABLE={}", lake.table))?;
             lake_checked.with_context(|| format!("checking the lake {}", lake.url()))?;
-            let cfg = PipelineConfig {
-                prefix: lake.prefix.clone(),
-                io_concurrency: lake.io_concurrency,
-                encode,
-                window_secs,
-                created_at_unit,
-                ..PipelineConfig::default()
-            };
+            let cfg = in_lake(&lake);
             tracing::info!(lake = %lake.url(), table = %lake.table, ttl_hours = lake.ttl_hours, window_secs, created_at_unit = %created_at_unit, "ready");
             serve(&store, &sink, &cfg, &function_name).await
         }
         LambdaMode::Local { dir } => {
             let sink = FsSink::new(&dir);
             tracing::info!(lake = %dir.display(), dedup = %dedup, window_secs, created_at_unit = %created_at_unit, "ready (local folder)");
-            let cfg = PipelineConfig {
-                encode,
-                window_secs,
-                created_at_unit,
-                dedup,
-                ..PipelineConfig::default()
-            };
             if dedup == DedupMode::Window {
-                return serve(&NoClaims, &sink, &cfg, &function_name).await;
+                return serve(&NoClaims, &sink, &base, &function_name).await;
             }
             let store = RedbStore::open(&redb_store::default_path(&dir)).with_context(|| {
                 format!("opening the dedup store in LAKE_DIR={}", dir.display())
             })?;
-            serve(&store, &sink, &cfg, &function_name).await
+            serve(&store, &sink, &base, &function_name).await
         }
     }
 }
