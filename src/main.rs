@@ -323,16 +323,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let bar;
             let summary = match target {
                 LakeTarget::Dir(dir) => {
-                    if dedup == DedupMode::Claims {
-                        kinesis_lake::local::rebuild::check_claims_cover_lake(&dir)?;
-                    }
-                    // opening the store takes the lake's lock
-                    let store = RedbStore::open(&redb_store::default_path(&dir))
-                        .context("opening the dedup store")?;
-                    if dedup == DedupMode::Window {
-                        kinesis_lake::local::rebuild::mark_window_dedup(&dir)
-                            .context("marking the lake as ingested without claims")?;
-                    }
+                    let store = open_folder_lake(&dir, dedup)?;
                     fs_sink::remove_stale_temporaries(&dir);
                     let files = expand(&inputs, Some(&dir))?;
                     bar = progress_bar(&files, no_progress);
@@ -807,6 +798,22 @@ impl LakeTarget {
 /// What to do when a publication stopped half way.
 const PUBLISH_AGAIN: &str = "publishing the staged events failed (they are safe in the lake's _staging/ folder): fix the cause and run `kinesis-lake publish` with the same --lake";
 
+/// Opens a folder lake's dedup store, which takes the lake's lock. Claims
+/// need a store that covers the lake; events written without claims mark the
+/// lake so (the marker is set before anything is written).
+fn open_folder_lake(dir: &std::path::Path, dedup: DedupMode) -> anyhow::Result<RedbStore> {
+    if dedup == DedupMode::Claims {
+        kinesis_lake::local::rebuild::check_claims_cover_lake(dir)?;
+    }
+    let store =
+        RedbStore::open(&redb_store::default_path(dir)).context("opening the dedup store")?;
+    if dedup == DedupMode::Window {
+        kinesis_lake::local::rebuild::mark_window_dedup(dir)
+            .context("marking the lake as ingested without claims")?;
+    }
+    Ok(store)
+}
+
 /// Window dedup needs a window: its publisher is what drops repeats.
 fn check_dedup_window(dedup: DedupMode, window: u32) -> anyhow::Result<()> {
     if dedup == DedupMode::Window && window == 0 {
@@ -984,19 +991,11 @@ fn replay_lake(
         }
         match target {
             LakeTarget::Dir(dir) => {
-                let dedup = job.cfg.dedup;
-                if dedup == DedupMode::Claims {
-                    kinesis_lake::local::rebuild::check_claims_cover_lake(&dir)?;
-                }
-                // opening the store takes the lake's lock
-                let store = RedbStore::open(&redb_store::default_path(&dir))
-                    .context("opening the dedup store")?;
+                let store = open_folder_lake(&dir, job.cfg.dedup)?;
                 let sink = FsSink::new(&dir);
-                match dedup {
+                match job.cfg.dedup {
                     DedupMode::Claims => run_replay(&store, &sink, &job, failed_events, true).await,
                     DedupMode::Window => {
-                        kinesis_lake::local::rebuild::mark_window_dedup(&dir)
-                            .context("marking the lake as ingested without claims")?;
                         run_replay(&NoClaims, &sink, &job, failed_events, true).await
                     }
                 }

@@ -128,7 +128,7 @@ pub enum DedupMode {
     /// store write per event.
     #[default]
     Claims,
-    /// No store: a batch's staging object is named from its input alone, so a
+    /// No store: a batch's staging object is named from its records alone, so a
     /// retry of the same records stages nothing new, and the publisher drops
     /// repeats within a window and against the uuids it published in its
     /// look-back (1 hour by default). A repeat arriving later is written
@@ -164,7 +164,7 @@ impl std::fmt::Display for DedupMode {
 }
 
 /// The store of [`DedupMode::Window`]: grants every claim and keeps nothing
-/// (the pipeline names staging objects from their input instead, and the
+/// (the pipeline names staging objects from their records instead, and the
 /// publisher drops repeats).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoClaims;

@@ -67,7 +67,7 @@ pub struct PipelineConfig {
     pub created_at_unit: CreatedAtUnit,
     /// How repeats are dropped: claims in the dedup store, or (with a
     /// window) the publisher alone ([`DedupMode::Window`]: each batch's
-    /// staging object and dead letters are named from its input, and a
+    /// staging object and dead letters are named from its records, and a
     /// staging object that exists already holds this batch's events).
     pub dedup: DedupMode,
 }
