@@ -13,8 +13,9 @@ use foldhash::{HashMap, HashMapExt as _};
 
 use crate::core::columns::{FIXED_COLUMN_NAMES, PAYLOAD_JSON_COLUMN};
 use crate::core::enrich::Event;
+use crate::core::parallel::map_parallel;
 use crate::core::parquet_file::{Codec, Column, ColumnSpec, ColumnType, CompressError, FileWriter};
-use crate::core::schema::{FieldStats, LakeSchema, fits};
+use crate::core::schema::{BatchStats, FieldStats, LakeSchema, fits, table_name};
 use crate::core::value::{Cell, Kind, classify, kind_of};
 
 /// Failure to build or encode a file. It is a bug or resource limit, never bad
@@ -60,6 +61,37 @@ impl Default for EncodeOptions {
             payload_json: false,
         }
     }
+}
+
+/// The field statistics of every table, from each partition's events (all
+/// of one partition, so of one table), counted on every core when
+/// `parallel`; the counts do not depend on how the work was shared.
+pub fn batch_stats(partitions: &[&[&Event<'_>]], parallel: bool) -> BatchStats {
+    let counted = map_parallel(partitions, parallel, |events| {
+        let mut fields = BTreeMap::new();
+        add_table_stats(events.iter().copied(), &mut fields);
+        let table = events.first().map(|e| {
+            table_name(
+                &e.partition.event_type,
+                e.partition.event_subtype.as_deref(),
+            )
+        });
+        (table, fields)
+    });
+    let mut stats = BatchStats::new();
+    for (table, fields) in counted {
+        let Some(table) = table else { continue };
+        let known = stats.entry(table).or_default();
+        for (field, s) in fields {
+            match known.get_mut(&field) {
+                Some(k) => k.merge(&s),
+                None => {
+                    known.insert(field, s);
+                }
+            }
+        }
+    }
+    stats
 }
 
 /// Adds the payload values of many events of one table to its field
@@ -526,5 +558,31 @@ mod tests {
         )
         .expect_err("no column");
         assert!(matches!(err, EncodeError::Unrouted { .. }), "{err}");
+    }
+
+    #[test]
+    fn batch_stats_counts_every_table_the_same_on_every_core() {
+        // two partitions of table a:b (two dates), one of c:d; field kinds vary
+        let lines = [
+            r#"{"event_uuid":"1","event_name":"a:b","created_at":1710670530,"x":1,"y":"s"}"#,
+            r#"{"event_uuid":"2","event_name":"a:b","created_at":1710670530,"x":2.5}"#,
+            r#"{"event_uuid":"3","event_name":"a:b","created_at":1710756930,"x":"t","z":true}"#,
+            r#"{"event_uuid":"4","event_name":"c:d","created_at":1710670530,"x":9007199254740993}"#,
+        ];
+        let events: Vec<Event<'_>> = lines
+            .iter()
+            .map(|l| enrich(l.as_bytes(), CreatedAtUnit::S).expect("valid"))
+            .collect();
+        let rows: Vec<&Event<'_>> = events.iter().collect();
+        let partitions: [&[&Event<'_>]; 3] = [&rows[0..2], &rows[2..3], &rows[3..4]];
+        let one = batch_stats(&partitions, false);
+        let many = batch_stats(&partitions, true);
+        assert_eq!(one, many);
+        assert_eq!(one.keys().collect::<Vec<_>>(), ["a:b", "c:d"]);
+        let mut whole = stats_of(&rows[0..3], "a:b");
+        whole.extend(stats_of(&rows[3..4], "c:d"));
+        assert_eq!(one, whole, "the same as counting each table in one go");
+        assert_eq!(one["a:b"]["x"].counts, [0, 1, 1, 1, 0]);
+        assert!(one["c:d"]["x"].big_int);
     }
 }

@@ -1,5 +1,9 @@
 //! Work spread over every core: the one place the core starts threads.
 
+/// Bytes of event JSON below which work stays on the calling thread:
+/// starting threads costs more than sharing so little saves.
+pub const PARALLEL_MIN_BYTES: usize = 1 << 20;
+
 /// `items.iter().map(f).collect()`, on every core when `parallel` and there
 /// is more than one: items are dealt round-robin over the threads (uneven
 /// items, such as files, spread evenly), results come back in input order.

@@ -25,14 +25,14 @@ use serde::Serialize;
 use crate::core::dedup::{
     Claim, ClaimOutcome, DedupMode, DedupStore, Holder, Resolution, Transfer, resolve,
 };
-use crate::core::encode::{EncodeOptions, add_table_stats, encode};
+use crate::core::encode::{EncodeOptions, batch_stats, encode};
 use crate::core::enrich::{CreatedAtUnit, Event, enrich};
 use crate::core::parallel::map_parallel;
 use crate::core::partition::{PartitionKey, data_object_key, error_object_key};
 use crate::core::publish;
 use crate::core::registry::{self, SchemaCache};
 use crate::core::reject::Reject;
-use crate::core::schema::{BatchStats, LakeSchema, table_name};
+use crate::core::schema::{LakeSchema, table_name};
 use crate::core::sink::ObjectSink;
 use crate::core::staging::{Staged, encode_staging};
 use crate::core::window::{Window, content_hash, input_id, staging_key};
@@ -598,14 +598,12 @@ async fn claim<'p, 'b, S: DedupStore, O: ObjectSink>(
         let outcomes = store.claim(&claims, now_s).await;
         (outcomes, t.elapsed())
     };
-    // a staging object needs no schema and no encoding ahead
-    let ahead = cfg.encode_ahead.get() && cfg.window_secs == 0;
-    let ((outcomes, claim_time), early) = if ahead {
+    // the files (data files, or the staging object) are built while the
+    // claims are in flight, on the bet that the claims are won
+    let ((outcomes, claim_time), early) = if cfg.encode_ahead.get() {
         let all: Vec<&[usize]> = plan.groups.iter().map(|g| g.members.as_slice()).collect();
-        let (claimed, prepared) = futures::join!(
-            claiming,
-            prepare(&plan.groups, &all, &batch.events, sink, cfg)
-        );
+        let (claimed, prepared) =
+            futures::join!(claiming, prepare(&plan.groups, &all, batch, sink, cfg, now));
         (claimed, Some(prepared))
     } else {
         (claiming.await, None)
@@ -732,7 +730,7 @@ async fn build_files<'p, 'b, O: ObjectSink>(
         Some(p) => p,
         None => {
             let members: Vec<&[usize]> = to_write.iter().map(Vec::as_slice).collect();
-            prepare(groups, &members, &batch.events, sink, cfg).await
+            prepare(groups, &members, batch, sink, cfg, now).await
         }
     };
     progress.out.sink_ms += prepared.sink_ms;
@@ -758,14 +756,15 @@ async fn build_files<'p, 'b, O: ObjectSink>(
                 let body = dead_letter_file(batch.records, members, &batch.rejects, &rejected_at);
                 bodies.push((g, Ok(body)));
             }
-            GroupKind::Staging => {
-                let body = staging_file(members, &batch.events, &batch.owners, now, cfg);
-                bodies.push((g, body.map_err(Failure::Encode)));
-            }
-            GroupKind::Data if prepared.rows[g].len() == members.len() => {
+            // built with every member: the claims lost none of them
+            GroupKind::Data | GroupKind::Staging if prepared.rows[g].len() == members.len() => {
                 let body = prepared.bodies[g]
                     .take()
                     .unwrap_or(Err("internal: the file was not prepared; retry".into()));
+                bodies.push((g, body.map_err(Failure::Encode)));
+            }
+            GroupKind::Staging => {
+                let body = staging_file(members, &batch.events, &batch.owners, now, cfg);
                 bodies.push((g, body.map_err(Failure::Encode)));
             }
             GroupKind::Data => again.push(g),
@@ -905,12 +904,14 @@ fn tally(batch: &Batch<'_>, progress: Progress) -> BatchOutcome {
 /// Files prepared for a batch: each group's events, a schema committed that
 /// holds them, and each data file encoded.
 struct Prepared<'e, 'a> {
-    /// Per group, the events its file was built with (none for dead letters).
+    /// Per group, the events its file was built with (none for dead letters;
+    /// a staging object's are only counted against its members later).
     rows: Vec<Vec<&'e Event<'a>>>,
     /// The committed schema (none when there is no data file), or why it
     /// could not be committed.
     schema: Result<Option<Arc<LakeSchema>>, String>,
-    /// Per group, its encoded file (none for dead letters and empty groups).
+    /// Per group, its encoded file or staging object (none for dead letters
+    /// and empty groups).
     bodies: Vec<Option<Result<Vec<u8>, String>>>,
     /// Time spent committing the schema.
     sink_ms: u64,
@@ -920,36 +921,36 @@ struct Prepared<'e, 'a> {
     encode: std::time::Duration,
 }
 
-/// Takes the kinds of the given members' values in every data group, commits
-/// a schema that holds them all, and encodes one file per group on every core.
+/// Builds the files of the given members: takes the kinds of the values in
+/// every data group, commits a schema that holds them all, and encodes one
+/// file per data group on every core; builds the staging object.
 async fn prepare<'e, 'a, O: ObjectSink>(
     groups: &[Group],
     members: &[&[usize]],
-    events: &'e [Option<Event<'a>>],
+    batch: &'e Batch<'a>,
     sink: &O,
     cfg: &PipelineConfig,
+    now: DateTime<Utc>,
 ) -> Prepared<'e, 'a> {
+    let events = &batch.events;
     let rows: Vec<Vec<&'e Event<'a>>> = groups
         .iter()
         .zip(members)
-        .map(|(group, members)| {
-            if group.kind != GroupKind::Data {
-                return Vec::new();
-            }
-            rows_of(members, events)
+        .map(|(group, members)| match group.kind {
+            GroupKind::Data | GroupKind::Staging => rows_of(members, events),
+            GroupKind::DeadLetters => Vec::new(),
         })
         .collect();
     let started = Instant::now();
-    let mut stats = BatchStats::new();
-    for group_rows in &rows {
-        if let Some(first) = group_rows.first() {
-            let p = &first.partition;
-            let table = stats
-                .entry(table_name(&p.event_type, p.event_subtype.as_deref()))
-                .or_default();
-            add_table_stats(group_rows.iter().copied(), table);
-        }
-    }
+    let data: Vec<&[&Event<'a>]> = groups
+        .iter()
+        .zip(&rows)
+        .filter(|(group, _)| group.kind == GroupKind::Data)
+        .map(|(_, rows)| rows.as_slice())
+        .collect();
+    let n_rows: usize = data.iter().map(|rows| rows.len()).sum();
+    let parallel = n_rows >= ENCODE_PARALLEL_MIN_ROWS;
+    let stats = batch_stats(&data, parallel);
     let mut sink_ms = 0;
     let schema = if stats.is_empty() {
         Ok(None)
@@ -962,13 +963,19 @@ async fn prepare<'e, 'a, O: ObjectSink>(
     let typing = started.elapsed();
     let mut bodies: Vec<Option<Result<Vec<u8>, String>>> = groups.iter().map(|_| None).collect();
     if let Ok(schema) = &schema {
-        let jobs: Vec<usize> = (0..groups.len()).filter(|&g| !rows[g].is_empty()).collect();
-        let n_rows: usize = rows.iter().map(Vec::len).sum();
-        let encoded = map_parallel(&jobs, n_rows >= ENCODE_PARALLEL_MIN_ROWS, |&g| {
+        let jobs: Vec<usize> = (0..groups.len())
+            .filter(|&g| groups[g].kind == GroupKind::Data && !rows[g].is_empty())
+            .collect();
+        let encoded = map_parallel(&jobs, parallel, |&g| {
             encode_file(&groups[g], &rows[g], schema.as_deref(), cfg)
         });
         for (g, body) in jobs.into_iter().zip(encoded) {
             bodies[g] = Some(body);
+        }
+    }
+    for (g, group) in groups.iter().enumerate() {
+        if group.kind == GroupKind::Staging && !rows[g].is_empty() {
+            bodies[g] = Some(staging_file(members[g], events, &batch.owners, now, cfg));
         }
     }
     Prepared {
@@ -1388,6 +1395,65 @@ mod tests {
         assert_eq!(o.files[0].rows, 1);
         let files = files_with(&sink, "event_type=payment");
         assert_eq!(files, [vec!["a".to_string(), "b".into()], vec!["f".into()]]);
+        assert_once(&sink, &["a", "b", "c", "d", "f"]);
+    }
+
+    #[tokio::test]
+    async fn a_staging_object_built_ahead_loses_the_events_whose_claims_are_held() {
+        use crate::core::publish::{PublishConfig, Which, publish};
+        use crate::core::staging::{read_header, section_bytes, section_events};
+        let (store, sink) = (MemStore::default(), MemSink::default());
+        let cfg = PipelineConfig {
+            window_secs: 300,
+            ..PipelineConfig::default()
+        };
+        run_batch(&batch(), &store, &sink, &cfg, now()).await;
+        assert!(
+            cfg.encode_ahead.get(),
+            "new events: built ahead of the claims"
+        );
+        let before: Vec<String> = sink.objects().into_iter().map(|(k, _)| k).collect();
+        // "b" is staged already; "f" is new, in the same partition
+        let next = vec![
+            rec(100, &ev("f", "payment:order", 0)),
+            rec(101, &ev("b", "payment:order", 0)),
+        ];
+        let o = run_batch(&next, &store, &sink, &cfg, now()).await;
+        assert_eq!((o.counts.written, o.counts.duplicates), (1, 1));
+        let staged: Vec<_> = sink
+            .objects()
+            .into_iter()
+            .filter(|(k, _)| k.contains("_staging/") && !before.contains(k))
+            .collect();
+        let [(key, body)] = staged.as_slice() else {
+            panic!("one staging object for the second batch: {staged:?}");
+        };
+        let header = read_header(key, body).expect("header");
+        let uuids: Vec<String> = header
+            .sections
+            .iter()
+            .flat_map(|s| {
+                let bytes = section_bytes(key, body, s).expect("section");
+                section_events(key, s, &bytes)
+                    .expect("events")
+                    .iter()
+                    .map(|e| {
+                        enrich(e.json, CreatedAtUnit::S)
+                            .expect("valid")
+                            .event_uuid
+                            .to_string()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(uuids, ["f"], "the held event is not staged again");
+        let p = PublishConfig {
+            window_secs: 300,
+            ..PublishConfig::default()
+        };
+        publish(&sink, &p, Which::Everything, now())
+            .await
+            .expect("publish");
         assert_once(&sink, &["a", "b", "c", "d", "f"]);
     }
 

@@ -30,13 +30,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
-use crate::core::encode::{EncodeOptions, add_table_stats, encode};
+use crate::core::encode::{EncodeOptions, batch_stats, encode};
 use crate::core::enrich::{CreatedAtUnit, Event, enrich};
-use crate::core::parallel::map_parallel;
+use crate::core::parallel::{PARALLEL_MIN_BYTES, map_parallel};
 use crate::core::partition::{PartitionKey, error_object_key, join_prefix};
 use crate::core::registry::{self, SchemaCache};
 use crate::core::reject::Reject;
-use crate::core::schema::{BatchStats, table_name};
+use crate::core::schema::table_name;
 use crate::core::sink::{ObjectSink, SinkError};
 use crate::core::staging::{Header, StagingError, read_header, section_bytes, section_events};
 use crate::core::window::{
@@ -659,9 +659,6 @@ fn enrich_sections(sections: &[Decompressed]) -> Result<Vec<Vec<Enriched<'_>>>, 
     .collect()
 }
 
-/// Staging bytes below which a publication reads on the calling thread.
-const PARALLEL_MIN_BYTES: usize = 1 << 20;
-
 /// The uuids published by the window's earlier generations and by the
 /// generations of the windows within the look-back.
 async fn published_uuids<O: ObjectSink>(
@@ -720,13 +717,12 @@ async fn write_files<O: ObjectSink>(
     if by_partition.is_empty() {
         return Ok(Vec::new());
     }
-    let mut stats = BatchStats::new();
-    for (p, events) in by_partition {
-        let table = stats
-            .entry(table_name(&p.event_type, p.event_subtype.as_deref()))
-            .or_default();
-        add_table_stats(events.iter().copied(), table);
-    }
+    let partitions: Vec<&[&Event<'_>]> = by_partition.values().map(Vec::as_slice).collect();
+    let json_bytes: usize = partitions
+        .iter()
+        .flat_map(|events| events.iter().map(|e| e.json.len()))
+        .sum();
+    let stats = batch_stats(&partitions, json_bytes >= PARALLEL_MIN_BYTES);
     let schema = registry::ensure(sink, &cfg.prefix, &cfg.schema_cache, &stats).await?;
     let mut jobs: Vec<(String, &PartitionKey, &[&Event<'_>])> = Vec::new();
     for (p, events) in by_partition {

@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::core::enrich::CreatedAtUnit;
+use crate::core::parallel::{PARALLEL_MIN_BYTES, map_parallel};
 
 /// The first bytes of every staging object.
 pub const MAGIC: &[u8; 8] = b"KLSTAGE1";
@@ -70,34 +71,36 @@ pub struct Staged<'a> {
 }
 
 /// Builds a staging object from each partition's events, in order, their
-/// `created_at` read in `unit`. Fails only for a section over 4 GiB
-/// (batches are far smaller).
+/// `created_at` read in `unit`; the sections are compressed on every core
+/// when the batch is big enough to share. Fails only for a section over
+/// 4 GiB (batches are far smaller).
 pub fn encode_staging(
     window: &str,
     staged_at: &str,
     unit: CreatedAtUnit,
     partitions: &[(String, Vec<Staged<'_>>)],
 ) -> Result<Vec<u8>, String> {
-    let mut sections = Vec::with_capacity(partitions.len());
-    let mut bodies = Vec::with_capacity(partitions.len());
-    let mut raw = Vec::new();
-    for (partition, events) in partitions {
-        raw.clear();
-        for e in events {
-            push_framed(&mut raw, e.owner.as_bytes());
-            push_framed(&mut raw, e.json);
-        }
-        let body = snap::raw::Encoder::new()
-            .compress_vec(&raw)
-            .map_err(|e| format!("staging the events of {partition} failed: {e}"))?;
-        sections.push(Section {
+    let json_bytes: usize = partitions
+        .iter()
+        .flat_map(|(_, events)| events.iter().map(|e| e.json.len()))
+        .sum();
+    let bodies = map_parallel(
+        partitions,
+        json_bytes >= PARALLEL_MIN_BYTES,
+        |(partition, events)| compress_section(partition, events),
+    )
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
+    let sections = partitions
+        .iter()
+        .zip(&bodies)
+        .map(|((partition, events), body)| Section {
             partition: partition.clone(),
             rows: events.len() as u64,
             offset: 0,
             len: body.len() as u64,
-        });
-        bodies.push(body);
-    }
+        })
+        .collect();
     let mut header = Header {
         window: window.to_string(),
         staged_at: staged_at.to_string(),
@@ -130,6 +133,22 @@ pub fn encode_staging(
         out.extend_from_slice(b);
     }
     Ok(out)
+}
+
+/// One section: its events framed (owner, JSON), snappy-compressed.
+fn compress_section(partition: &str, events: &[Staged<'_>]) -> Result<Vec<u8>, String> {
+    let framed: usize = events
+        .iter()
+        .map(|e| 8 + e.owner.len() + e.json.len())
+        .sum();
+    let mut raw = Vec::with_capacity(framed);
+    for e in events {
+        push_framed(&mut raw, e.owner.as_bytes());
+        push_framed(&mut raw, e.json);
+    }
+    snap::raw::Encoder::new()
+        .compress_vec(&raw)
+        .map_err(|e| format!("staging the events of {partition} failed: {e}"))
 }
 
 fn push_framed(out: &mut Vec<u8>, bytes: &[u8]) {
