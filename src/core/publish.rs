@@ -22,6 +22,7 @@
 //! A staging object's events are in the lake once it exists: it is in a plan
 //! before it is removed, and [`is_committed`] answers for both.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
@@ -499,9 +500,19 @@ async fn carry_out<O: ObjectSink>(
     resuming: bool,
     now: DateTime<Utc>,
 ) -> Result<Done, PublishError> {
+    let started = std::time::Instant::now();
     let objects = read_staging(sink, cfg, &plan.staging).await?;
+    let read_at = started.elapsed();
     let sections = decompress(&objects)?;
-    let mut seen = published_uuids(sink, cfg, &plan.window, earlier).await?;
+    let decompressed_at = started.elapsed();
+    // the uuids published before, then this plan's, borrowed from its sections
+    let mut seen: foldhash::HashSet<Cow<'_, str>> =
+        published_uuids(sink, cfg, &plan.window, earlier)
+            .await?
+            .into_iter()
+            .map(Cow::Owned)
+            .collect();
+    let lookback_at = started.elapsed();
     let mut rows: Vec<Event<'_>> = Vec::new();
     let mut rejects: Vec<(String, &[u8], Reject)> = Vec::new();
     let mut duplicates = 0u64;
@@ -509,7 +520,7 @@ async fn carry_out<O: ObjectSink>(
     for section in enrich_sections(&sections)? {
         for (owner, json, enriched) in section {
             match enriched {
-                Ok(event) if !seen.insert(event.event_uuid.to_string()) => duplicates += 1,
+                Ok(event) if !seen.insert(event.event_uuid.clone()) => duplicates += 1,
                 Ok(event) => rows.push(event),
                 Err(reject) => rejects.push((owner.to_string(), json, reject)),
             }
@@ -519,7 +530,9 @@ async fn carry_out<O: ObjectSink>(
     for e in &rows {
         by_partition.entry(&e.partition).or_default().push(e);
     }
+    let enriched_at = started.elapsed();
     let files = write_files(sink, cfg, plan, &by_partition, resuming).await?;
+    let files_at = started.elapsed();
     if !rejects.is_empty() {
         write_rejects(sink, cfg, plan, &rejects, now).await?;
     }
@@ -561,6 +574,18 @@ async fn carry_out<O: ObjectSink>(
         rejected = done.rejected,
         files = files.len(),
         "published"
+    );
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    tracing::debug!(
+        window = %plan.window,
+        generation = plan.generation,
+        read_ms = ms(read_at),
+        decompress_ms = ms(decompressed_at - read_at),
+        lookback_ms = ms(lookback_at - decompressed_at),
+        enrich_dedup_group_ms = ms(enriched_at - lookback_at),
+        type_encode_put_ms = ms(files_at - enriched_at),
+        records_ms = ms(started.elapsed() - files_at),
+        "publication phases"
     );
     // readers that take the lake schema from `_common_metadata` see the
     // columns of what was just published
@@ -722,8 +747,10 @@ async fn write_files<O: ObjectSink>(
         .iter()
         .flat_map(|events| events.iter().map(|e| e.json.len()))
         .sum();
+    let started = std::time::Instant::now();
     let stats = batch_stats(&partitions, json_bytes >= PARALLEL_MIN_BYTES);
     let schema = registry::ensure(sink, &cfg.prefix, &cfg.schema_cache, &stats).await?;
+    let typed_at = started.elapsed();
     let mut jobs: Vec<(String, &PartitionKey, &[&Event<'_>])> = Vec::new();
     for (p, events) in by_partition {
         for (part, rows) in split_by_size(events, cfg.target_file_bytes)
@@ -735,8 +762,30 @@ async fn write_files<O: ObjectSink>(
             jobs.push((key, p, rows));
         }
     }
+    let t = std::time::Instant::now();
     let encoded = encode_parts(&jobs, &schema, &cfg.encode)?;
-    let results: Vec<Result<PublishedFile, SinkError>> = futures::stream::iter(encoded)
+    let encode_time = t.elapsed();
+    let mut files = put_parts(sink, cfg, encoded, resuming).await?;
+    files.sort_by(|a, b| a.key.cmp(&b.key));
+    tracing::debug!(
+        files = files.len(),
+        typing_ms = typed_at.as_secs_f64() * 1e3,
+        encode_ms = encode_time.as_secs_f64() * 1e3,
+        encode_and_put_ms = (started.elapsed() - typed_at).as_secs_f64() * 1e3,
+        "publication files"
+    );
+    Ok(files)
+}
+
+/// Puts encoded files concurrently; when resuming, a file already there is
+/// not put again.
+async fn put_parts<O: ObjectSink>(
+    sink: &O,
+    cfg: &PublishConfig,
+    encoded: Vec<(String, u64, Bytes)>,
+    resuming: bool,
+) -> Result<Vec<PublishedFile>, SinkError> {
+    futures::stream::iter(encoded)
         .map(|(key, rows, body)| async move {
             let bytes = body.len() as u64;
             if !(resuming && sink.exists(&key).await?) {
@@ -745,11 +794,10 @@ async fn write_files<O: ObjectSink>(
             Ok(PublishedFile { key, rows, bytes })
         })
         .buffer_unordered(cfg.io_concurrency.max(1))
+        .collect::<Vec<Result<PublishedFile, SinkError>>>()
+        .await
+        .into_iter()
         .collect()
-        .await;
-    let mut files = results.into_iter().collect::<Result<Vec<_>, _>>()?;
-    files.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(files)
 }
 
 /// Encodes each part on every core.
