@@ -366,6 +366,9 @@ pub struct NdjsonLines {
     gzip: Option<Arc<AtomicU64>>,
     /// The stream broke: nothing more to read.
     ended: bool,
+    /// The line being read (one buffer for every line: each record gets an
+    /// exact-size copy, not a vector grown byte range by byte range).
+    buf: Vec<u8>,
 }
 
 /// The absolute path of an input, for origins.
@@ -428,6 +431,7 @@ impl FileRecords {
                 line: 0,
                 gzip,
                 ended: false,
+                buf: Vec::new(),
             })),
         }
     }
@@ -449,8 +453,9 @@ impl Iterator for NdjsonLines {
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.ended {
-            let mut buf = Vec::new();
-            match self.reader.read_until(b'\n', &mut buf) {
+            let buf = &mut self.buf;
+            buf.clear();
+            match self.reader.read_until(b'\n', buf) {
                 Ok(0) => return None,
                 Ok(_) => {
                     self.line += 1;
@@ -461,7 +466,7 @@ impl Iterator for NdjsonLines {
                         continue;
                     }
                     return Some(Ok(RawRecord::new(
-                        buf,
+                        buf.as_slice().to_vec(),
                         Origin::File {
                             path: self.path.clone(),
                             line: self.line,
@@ -474,7 +479,14 @@ impl Iterator for NdjsonLines {
                     };
                     self.ended = true;
                     self.line += 1;
-                    let tail = broken_tail(buf, self.path.clone(), self.line, taken, &e, false);
+                    let tail = broken_tail(
+                        std::mem::take(buf),
+                        self.path.clone(),
+                        self.line,
+                        taken,
+                        &e,
+                        false,
+                    );
                     return Some(Ok(tail));
                 }
             }
