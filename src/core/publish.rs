@@ -762,16 +762,15 @@ async fn write_files<O: ObjectSink>(
             jobs.push((key, p, rows));
         }
     }
-    let t = std::time::Instant::now();
     let encoded = encode_parts(&jobs, &schema, &cfg.encode)?;
-    let encode_time = t.elapsed();
+    let encoded_at = started.elapsed();
     let mut files = put_parts(sink, cfg, encoded, resuming).await?;
     files.sort_by(|a, b| a.key.cmp(&b.key));
     tracing::debug!(
         files = files.len(),
         typing_ms = typed_at.as_secs_f64() * 1e3,
-        encode_ms = encode_time.as_secs_f64() * 1e3,
-        encode_and_put_ms = (started.elapsed() - typed_at).as_secs_f64() * 1e3,
+        encode_ms = (encoded_at - typed_at).as_secs_f64() * 1e3,
+        put_ms = (started.elapsed() - encoded_at).as_secs_f64() * 1e3,
         "publication files"
     );
     Ok(files)
