@@ -81,17 +81,24 @@ pub fn batch_stats(partitions: &[&[&Event<'_>]], parallel: bool) -> BatchStats {
     let mut stats = BatchStats::new();
     for (table, fields) in counted {
         let Some(table) = table else { continue };
-        let known = stats.entry(table).or_default();
-        for (field, s) in fields {
-            match known.get_mut(&field) {
-                Some(k) => k.merge(&s),
-                None => {
-                    known.insert(field, s);
-                }
+        merge_fields(stats.entry(table).or_default(), fields);
+    }
+    stats
+}
+
+/// Merges fields' counts into a table's statistics.
+fn merge_fields<K: AsRef<str> + Into<String>>(
+    table: &mut BTreeMap<String, FieldStats>,
+    fields: impl IntoIterator<Item = (K, FieldStats)>,
+) {
+    for (field, s) in fields {
+        match table.get_mut(field.as_ref()) {
+            Some(t) => t.merge(&s),
+            None => {
+                table.insert(field.into(), s);
             }
         }
     }
-    stats
 }
 
 /// Adds the payload values of many events of one table to its field
@@ -130,14 +137,7 @@ pub fn add_table_stats<'r, 'a: 'r>(
             fields[slot].1.add_kind(kind, big_int);
         }
     }
-    for (field, s) in fields {
-        match stats.get_mut(field) {
-            Some(t) => t.merge(&s),
-            None => {
-                stats.insert(field.to_string(), s);
-            }
-        }
-    }
+    merge_fields(stats, fields);
 }
 
 /// The Parquet type of a column of this kind.
