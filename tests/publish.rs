@@ -30,6 +30,20 @@ fn json_of(out: &Output) -> Value {
 }
 
 /// An NDJSON file of `n` events alternating between two event types.
+/// Waits, if need be, until the current publication window (the CLI's
+/// default 300 s, aligned on the Unix epoch) has a minute left, so that a run
+/// expected to stage into one window does not straddle two: each window is
+/// published as files of its own.
+fn clear_of_window_end() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    let left = 300.0 - now.as_secs_f64() % 300.0;
+    if left < 60.0 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(left + 0.5));
+    }
+}
+
 fn input(dir: &Path, name: &str, first: usize, n: usize) -> PathBuf {
     let path = dir.join(name);
     let lines: String = (first..first + n)
@@ -106,6 +120,7 @@ fn ingest_stages_each_batch_and_publishes_one_file_per_partition() {
     let lake = dir.path().join("lake");
     let file = input(dir.path(), "in.ndjson", 0, 40);
     // ten batches of four: ten staging objects, still one file per partition
+    clear_of_window_end();
     let s = json_of(&kl(
         &["ingest", "--json", "--batch-records", "4"],
         &lake,

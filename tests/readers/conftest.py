@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import subprocess
+import time
 
 import pytest
 
@@ -27,6 +28,16 @@ def cli_binary() -> pathlib.Path:
     if not path.exists():
         pytest.fail(f"{path} does not exist: build it with `cargo build` (make test does)")
     return path
+
+
+def clear_of_window_end(window_s: int = 300, margin_s: int = 60) -> None:
+    """Waits, if need be, until the current publication window (the CLI's default
+    length, aligned on the Unix epoch) has `margin_s` seconds left, so that a run
+    expected to stage into one window does not straddle two: each window is
+    published as files of its own."""
+    left = window_s - time.time() % window_s
+    if left < margin_s:
+        time.sleep(left + 0.5)
 
 
 def ingest(lake: pathlib.Path, *inputs: pathlib.Path) -> None:

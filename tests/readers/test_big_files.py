@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import cli_binary
+from conftest import clear_of_window_end, cli_binary
 
 EVENTS = 150_000  # two row groups of the one file: 131,072 rows, then the rest
 
@@ -39,6 +39,7 @@ def big_lake(tmp_path_factory):
         for i in range(EVENTS):
             f.write(json.dumps(event(i)) + "\n")
     lake = work / "lake"
+    clear_of_window_end()  # one window: one file
     out = subprocess.run(
         [str(cli_binary()), "ingest", "--lake", str(lake), "--batch-records", "40000", "--json", str(src)],
         check=True, capture_output=True, text=True,
