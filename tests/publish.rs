@@ -29,21 +29,22 @@ fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("summary is JSON")
 }
 
-/// An NDJSON file of `n` events alternating between two event types.
 /// Waits, if need be, until the current publication window (the CLI's
-/// default 300 s, aligned on the Unix epoch) has a minute left, so that a run
+/// default length, aligned on the Unix epoch) has a minute left, so that a run
 /// expected to stage into one window does not straddle two: each window is
 /// published as files of its own.
 fn clear_of_window_end() {
+    let window = f64::from(kinesis_lake::core::window::DEFAULT_WINDOW_SECS);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("the clock is after 1970");
-    let left = 300.0 - now.as_secs_f64() % 300.0;
+    let left = window - now.as_secs_f64() % window;
     if left < 60.0 {
         std::thread::sleep(std::time::Duration::from_secs_f64(left + 0.5));
     }
 }
 
+/// An NDJSON file of `n` events alternating between two event types.
 fn input(dir: &Path, name: &str, first: usize, n: usize) -> PathBuf {
     let path = dir.join(name);
     let lines: String = (first..first + n)

@@ -466,7 +466,7 @@ impl Iterator for NdjsonLines {
                         continue;
                     }
                     return Some(Ok(RawRecord::new(
-                        buf.as_slice().to_vec(),
+                        buf.to_vec(),
                         Origin::File {
                             path: self.path.clone(),
                             line: self.line,
