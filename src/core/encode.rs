@@ -14,7 +14,9 @@ use foldhash::{HashMap, HashMapExt as _};
 use crate::core::columns::{FIXED_COLUMN_NAMES, PAYLOAD_JSON_COLUMN};
 use crate::core::enrich::Event;
 use crate::core::parallel::map_parallel;
-use crate::core::parquet_file::{Codec, Column, ColumnSpec, ColumnType, CompressError, FileWriter};
+use crate::core::parquet_file::{
+    Codec, Column, ColumnSpec, ColumnStats, ColumnType, CompressError, FileWriter,
+};
 use crate::core::schema::{BatchStats, FieldStats, LakeSchema, fits, table_name};
 use crate::core::value::{Cell, Kind, classify, kind_of};
 
@@ -164,15 +166,15 @@ fn push_cell(col: &mut Column, cell: &Cell<'_>) {
     }
 }
 
-/// Encodes the events of one table's partition into Parquet bytes, with the
+/// Encodes the events of one table's partition into a Parquet file, with the
 /// table's columns of a committed schema that holds every value. Each payload
 /// value is parsed here, once, as it goes into its column.
-pub fn encode(
+pub fn encode_file(
     rows: &[&Event<'_>],
     schema: &LakeSchema,
     table: &str,
     opts: &EncodeOptions,
-) -> Result<Vec<u8>, EncodeError> {
+) -> Result<EncodedFile, EncodeError> {
     let defs = schema.table_columns(table);
     // this table's routes: field -> base slot, (field, kind) -> variant slot
     let mut base_slot: HashMap<&str, (usize, Kind)> = HashMap::with_capacity(defs.len());
@@ -279,13 +281,34 @@ pub fn encode(
     }
 
     let version = schema.version.to_string();
-    Ok(file.finish(
+    let columns = file.column_stats();
+    let bytes = file.finish(
         concat!("kinesis-lake version ", env!("CARGO_PKG_VERSION")),
         &[
             ("kinesis_lake.format", "1"),
             ("kinesis_lake.schema_version", &version),
         ],
-    ))
+    );
+    Ok(EncodedFile { bytes, columns })
+}
+
+/// A data file's bytes and its columns' statistics.
+#[derive(Debug)]
+pub struct EncodedFile {
+    /// The Parquet file.
+    pub bytes: Vec<u8>,
+    /// Each column's statistics, in file order.
+    pub columns: Vec<ColumnStats>,
+}
+
+/// Encodes one table's events as a Parquet file (see [`encode_file`]).
+pub fn encode(
+    rows: &[&Event<'_>],
+    schema: &LakeSchema,
+    table: &str,
+    opts: &EncodeOptions,
+) -> Result<Vec<u8>, EncodeError> {
+    encode_file(rows, schema, table, opts).map(|f| f.bytes)
 }
 
 /// Test helper: the stats of events as one table's batch.

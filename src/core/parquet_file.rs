@@ -135,6 +135,18 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    /// Whether plain-encoded value `a` orders before `b` in this type's
+    /// order (strings: by UTF-8 bytes, which is by code point).
+    fn less(self, a: &[u8], b: &[u8]) -> bool {
+        let f64_of = |v: &[u8]| v.try_into().map(f64::from_le_bytes).unwrap_or(f64::NAN);
+        let i64_of = |v: &[u8]| v.try_into().map(i64::from_le_bytes).unwrap_or(0);
+        match self {
+            ColumnType::Bool | ColumnType::String => a < b,
+            ColumnType::Int64 => i64_of(a) < i64_of(b),
+            ColumnType::Double => f64_of(a).total_cmp(&f64_of(b)).is_lt(),
+        }
+    }
+
     fn thrift_id(self) -> i32 {
         match self {
             ColumnType::Bool => 0,
@@ -367,6 +379,25 @@ pub struct ColumnSpec {
     pub required: bool,
     /// Bytes of string data to reserve per row (a guess; 0 for no guess).
     pub bytes_per_row: usize,
+}
+
+/// One column's statistics over a whole file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnStats {
+    /// Column name.
+    pub name: String,
+    /// Physical type.
+    pub ty: ColumnType,
+    /// Rows, nulls included.
+    pub values: u64,
+    /// Null rows.
+    pub nulls: u64,
+    /// Bytes of its chunks as stored (compressed, page headers included).
+    pub bytes: u64,
+    /// Min and max in the plain encoding (booleans one byte, integers and
+    /// doubles 8 bytes little-endian, strings their UTF-8 bytes): the same
+    /// bytes as Iceberg's single-value serialization of these types.
+    pub bounds: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A Parquet file being written in memory.
@@ -900,6 +931,47 @@ impl FileWriter {
         })
     }
 
+    /// Each column's statistics over the row groups written so far, in
+    /// schema order: what a table format's file entry records (Iceberg's
+    /// value, null and size counts and bounds), from the same values as the
+    /// footer's. A column without min and max in any row group (all null,
+    /// or strings too long to keep) has no bounds.
+    pub fn column_stats(&self) -> Vec<ColumnStats> {
+        self.schema
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let chunks = || self.row_groups.iter().map(move |rg| &rg.columns[i]);
+                let mut bounds: Option<(Vec<u8>, Vec<u8>)> = None;
+                let mut complete = true;
+                for c in chunks() {
+                    match (&c.minmax, bounds.as_mut()) {
+                        (Some((lo, hi)), Some((min, max))) => {
+                            if spec.ty.less(lo, min) {
+                                min.clone_from(lo);
+                            }
+                            if spec.ty.less(max, hi) {
+                                max.clone_from(hi);
+                            }
+                        }
+                        (Some(b), None) => bounds = Some(b.clone()),
+                        // a chunk with values but no bounds: the file's are unknown
+                        (None, _) if c.nulls < c.num_values => complete = false,
+                        (None, _) => {}
+                    }
+                }
+                ColumnStats {
+                    name: spec.name.clone(),
+                    ty: spec.ty,
+                    values: chunks().map(|c| c.num_values as u64).sum(),
+                    nulls: chunks().map(|c| c.nulls as u64).sum(),
+                    bytes: chunks().map(|c| c.compressed as u64).sum(),
+                    bounds: bounds.filter(|_| complete),
+                }
+            })
+            .collect()
+    }
+
     /// Writes the footer and returns the file's bytes.
     pub fn finish(mut self, created_by: &str, metadata: &[(&str, &str)]) -> Vec<u8> {
         let start = self.out.len();
@@ -1246,6 +1318,84 @@ pub(crate) mod tests {
             }
             assert_eq!(rr.value(i), i as i64);
         }
+    }
+
+    #[test]
+    fn file_statistics_merge_every_row_group_by_the_types_order() {
+        // two row groups: the file's bounds are the least and greatest values
+        // of both, ordered as numbers (not as their little-endian bytes)
+        type Group<'a> = (&'a [Option<i64>], &'a [f64], &'a [&'a str], &'a [bool]);
+        let groups: [Group<'_>; 2] = [
+            (
+                &[Some(256), None, Some(-3)],
+                &[1.5, -0.0, 7.0],
+                &["b", "é", "a"],
+                &[true, true, true],
+            ),
+            (
+                &[Some(1), Some(-70_000), None],
+                &[-2.25, 0.0, 3.0],
+                &["zz", "c", "d"],
+                &[true, true, true],
+            ),
+        ];
+        let mut w = None;
+        for (ints, doubles, strings, bools) in groups {
+            let mut i = Column::new("i", ColumnType::Int64, false, 3, 0);
+            let mut d = Column::new("d", ColumnType::Double, true, 3, 0);
+            let mut s = Column::new("s", ColumnType::String, true, 3, 0);
+            let mut b = Column::new("b", ColumnType::Bool, true, 3, 0);
+            for v in ints {
+                match v {
+                    Some(v) => i.push_i64(*v),
+                    None => i.push_nulls(1),
+                }
+            }
+            doubles.iter().for_each(|v| d.push_f64(*v));
+            strings.iter().for_each(|v| s.push_str(v));
+            bools.iter().for_each(|v| b.push_bool(*v));
+            let cols = vec![i, d, s, b];
+            let w = w.get_or_insert_with(|| FileWriter::new(Codec::Zstd(1), schema_of(&cols)));
+            w.write_row_group(&cols).expect("write");
+        }
+        let stats = w.expect("a writer").column_stats();
+        let bounds = |k: usize| stats[k].bounds.clone().expect("bounds");
+        assert_eq!((stats[0].values, stats[0].nulls), (6, 2));
+        assert_eq!(
+            bounds(0),
+            (
+                (-70_000i64).to_le_bytes().to_vec(),
+                256i64.to_le_bytes().to_vec()
+            )
+        );
+        assert_eq!(
+            bounds(1),
+            (
+                (-2.25f64).to_le_bytes().to_vec(),
+                7.0f64.to_le_bytes().to_vec()
+            )
+        );
+        // strings by code point: "é" (U+00E9) after "zz"
+        assert_eq!(bounds(2), (b"a".to_vec(), "é".as_bytes().to_vec()));
+        assert_eq!(bounds(3), (vec![1], vec![1]));
+        assert!(stats.iter().all(|c| c.bytes > 0));
+    }
+
+    #[test]
+    fn a_column_without_bounds_in_one_row_group_has_none_for_the_file() {
+        let long = "x".repeat(MAX_STAT_BYTES + 1);
+        let mut w = None;
+        for values in [["a", "b"], [long.as_str(), "c"]] {
+            let mut s = Column::new("s", ColumnType::String, true, 2, 0);
+            values.iter().for_each(|v| s.push_str(v));
+            let cols = vec![s];
+            let w = w.get_or_insert_with(|| FileWriter::new(Codec::Zstd(1), schema_of(&cols)));
+            w.write_row_group(&cols).expect("write");
+        }
+        let stats = w.expect("a writer").column_stats();
+        // "a".."c" would be wrong bounds: the second group holds "x…"
+        assert_eq!(stats[0].bounds, None);
+        assert_eq!(stats[0].values, 4);
     }
 
     #[test]
