@@ -139,6 +139,10 @@ impl MemSink {
 }
 
 impl ObjectSink for MemSink {
+    fn uri(&self, key: &str) -> String {
+        format!("memory:///{key}")
+    }
+
     async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
         let fail = self
             .fail_puts_matching

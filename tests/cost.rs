@@ -102,6 +102,10 @@ fn bump(c: &AtomicU64, by: u64) {
 }
 
 impl<O: ObjectSink> ObjectSink for CountingSink<'_, O> {
+    fn uri(&self, key: &str) -> String {
+        self.inner.uri(key)
+    }
+
     async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
         bump(&self.n.put, 1);
         bump(&self.n.put_bytes, body.len() as u64);

@@ -96,6 +96,10 @@ impl<T: DedupStore> DedupStore for Deadline<'_, T> {
 }
 
 impl<T: ObjectSink> ObjectSink for Deadline<'_, T> {
+    fn uri(&self, key: &str) -> String {
+        self.inner.uri(key)
+    }
+
     async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
         if Instant::now() >= self.at {
             return Err(sink_late("put", key));
@@ -175,6 +179,10 @@ mod tests {
     struct Hanging;
 
     impl ObjectSink for Hanging {
+        fn uri(&self, key: &str) -> String {
+            format!("hanging:///{key}")
+        }
+
         async fn put(&self, _key: &str, _body: Bytes) -> Result<(), SinkError> {
             std::future::pending().await
         }

@@ -58,6 +58,24 @@ impl S3Sink {
         &self.bucket
     }
 
+    /// The bucket and key of a sink key: a key of this bucket, or an object
+    /// of another bucket named `s3://bucket/key` (an Iceberg table's files
+    /// in the bucket its catalog chose).
+    fn locate<'a>(&'a self, key: &'a str) -> (&'a str, &'a str) {
+        key.strip_prefix("s3://")
+            .and_then(|rest| rest.split_once('/'))
+            .unwrap_or((&self.bucket, key))
+    }
+
+    /// A key of `bucket` as this sink names it.
+    fn name_in(&self, bucket: &str, key: &str) -> String {
+        if bucket == self.bucket {
+            key.to_string()
+        } else {
+            format!("s3://{bucket}/{key}")
+        }
+    }
+
     /// Checks that the lake can be listed under `prefix` (start-up check:
     /// reachable, bucket exists, credentials and policy work).
     pub async fn check(&self, prefix: &str) -> Result<(), SinkError> {
@@ -123,12 +141,13 @@ enum Level {
 impl S3Sink {
     /// One level under `prefix` (ListObjectsV2 with the `/` delimiter, every
     /// page), sorted.
-    async fn list_level(&self, prefix: &str, level: Level) -> Result<Vec<String>, SinkError> {
+    async fn list_level(&self, full_prefix: &str, level: Level) -> Result<Vec<String>, SinkError> {
+        let (bucket, prefix) = self.locate(full_prefix);
         let mut names = Vec::new();
         let mut pages = self
             .client
             .list_objects_v2()
-            .bucket(&self.bucket)
+            .bucket(bucket)
             .prefix(prefix)
             .delimiter("/")
             .into_paginator()
@@ -140,13 +159,13 @@ impl S3Sink {
                     page.contents()
                         .iter()
                         .filter_map(|o| o.key())
-                        .map(String::from),
+                        .map(|k| self.name_in(bucket, k)),
                 ),
                 Level::Folders => names.extend(
                     page.common_prefixes()
                         .iter()
                         .filter_map(|p| p.prefix())
-                        .map(String::from),
+                        .map(|k| self.name_in(bucket, k)),
                 ),
             }
         }
@@ -156,12 +175,24 @@ impl S3Sink {
 }
 
 impl ObjectSink for S3Sink {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, SinkError> {
+    fn uri(&self, key: &str) -> String {
+        let (bucket, key) = self.locate(key);
+        format!("s3://{bucket}/{key}")
+    }
+
+    fn key_of(&self, uri: &str) -> Option<String> {
+        let (bucket, key) = uri.strip_prefix("s3://")?.split_once('/')?;
+        Some(self.name_in(bucket, key))
+    }
+
+    async fn get(&self, full_key: &str) -> Result<Option<Bytes>, SinkError> {
+        let key = full_key;
+        let (bucket, object) = self.locate(full_key);
         let out = match self
             .client
             .get_object()
-            .bucket(&self.bucket)
-            .key(key)
+            .bucket(bucket)
+            .key(object)
             .send()
             .await
         {
@@ -188,11 +219,12 @@ impl ObjectSink for S3Sink {
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, SinkError> {
+        let (bucket, object) = self.locate(key);
         let sent = self
             .client
             .put_object()
-            .bucket(&self.bucket)
-            .key(key)
+            .bucket(bucket)
+            .key(object)
             .if_none_match("*")
             .content_type(content_type(key))
             .body(ByteStream::from(body))
@@ -226,10 +258,11 @@ impl ObjectSink for S3Sink {
     }
 
     async fn delete(&self, key: &str) -> Result<(), SinkError> {
+        let (bucket, object) = self.locate(key);
         self.client
             .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
+            .bucket(bucket)
+            .key(object)
             .send()
             .await
             .map(|_| ())
@@ -237,10 +270,11 @@ impl ObjectSink for S3Sink {
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
+        let (bucket, object) = self.locate(key);
         self.client
             .put_object()
-            .bucket(&self.bucket)
-            .key(key)
+            .bucket(bucket)
+            .key(object)
             .content_type(content_type(key))
             .body(ByteStream::from(body))
             .send()
@@ -250,17 +284,18 @@ impl ObjectSink for S3Sink {
     }
 
     async fn exists(&self, key: &str) -> Result<bool, SinkError> {
+        let (bucket, object) = self.locate(key);
         let out = self
             .client
             .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(key)
+            .bucket(bucket)
+            .prefix(object)
             .max_keys(1)
             .send()
             .await
             .map_err(|e| sink_err("exists", key, classify("S3", &e)))?;
         // the key itself sorts first among the keys it prefixes
-        Ok(out.contents().first().and_then(|o| o.key()) == Some(key))
+        Ok(out.contents().first().and_then(|o| o.key()) == Some(object))
     }
 }
 

@@ -51,4 +51,13 @@ pub trait ObjectSink: Send + Sync {
 
     /// Removes the object under `key`; removing a missing object succeeds.
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// The location of `key` as other engines name it (`s3://bucket/key`,
+    /// `file:///folder/key`): what a table format's metadata records.
+    fn uri(&self, key: &str) -> String;
+
+    /// The key of a location in this sink (`None`: it is elsewhere).
+    fn key_of(&self, uri: &str) -> Option<String> {
+        uri.strip_prefix(&self.uri("")).map(str::to_string)
+    }
 }

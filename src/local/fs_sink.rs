@@ -179,6 +179,14 @@ fn write_atomically(path: &Path, body: &[u8], create_only: bool) -> std::io::Res
 }
 
 impl ObjectSink for FsSink {
+    fn uri(&self, key: &str) -> String {
+        let root = std::path::absolute(&self.root).unwrap_or_else(|_| self.root.clone());
+        format!(
+            "file://{}/{key}",
+            root.to_string_lossy().trim_end_matches('/')
+        )
+    }
+
     async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
         let path = self.path_of("put", key)?;
         let err = |e: std::io::Error| SinkError {

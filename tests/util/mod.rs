@@ -517,6 +517,10 @@ impl<O: ObjectSink> FaultySink<'_, O> {
 }
 
 impl<O: ObjectSink> ObjectSink for FaultySink<'_, O> {
+    fn uri(&self, key: &str) -> String {
+        self.inner.uri(key)
+    }
+
     async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
         let copy = body.clone();
         match self.apply(key, || self.inner.put(key, copy)).await {
@@ -605,6 +609,10 @@ impl DetachedSink {
 }
 
 impl ObjectSink for DetachedSink {
+    fn uri(&self, key: &str) -> String {
+        self.inner.uri(key)
+    }
+
     async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (sink, gate, owned_key) = (self.inner.clone(), self.gate.clone(), key.to_string());
