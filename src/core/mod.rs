@@ -6,6 +6,7 @@ pub mod decode;
 pub mod dedup;
 pub mod encode;
 pub mod enrich;
+pub mod iceberg;
 pub mod kpl;
 pub mod parallel;
 pub mod parquet_file;
