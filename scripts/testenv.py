@@ -22,6 +22,8 @@ Exported to CMD:
     AWS_ENDPOINT_URL_DYNAMODB, KL_TEST_DYNAMODB_ENDPOINT
     AWS_ENDPOINT_URL_KINESIS, KL_TEST_KINESIS_ENDPOINT   (with --with-kinesis)
     AWS_EC2_METADATA_DISABLED=true
+    KL_TEST_ICEBERG_REST, KL_TEST_ICEBERG_WAREHOUSE   SeaweedFS's Iceberg REST catalog
+                   and its warehouse (OAuth client credentials: the S3 key:secret)
     KL_TEST_CTL    command prefix for fault injection, e.g.
                    `$KL_TEST_CTL stop s3` / `$KL_TEST_CTL start s3` (split with shlex)
     KL_TEST_STATE  the JSON state file used by ctl
@@ -86,6 +88,7 @@ ACCESS_KEY = "kltest"
 SECRET_KEY = "kltestsecret"
 REGION = "us-east-1"
 GRPC_OFFSET = 10000  # SeaweedFS: every gRPC port is its HTTP port + 10000
+ICEBERG_TABLE_BUCKET = "iceberg-tables"  # the S3 Tables bucket of SeaweedFS's Iceberg catalog
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 SERVICES_ORDER = ("s3", "dynamodb", "kinesis")
 
@@ -590,7 +593,7 @@ def s3_service(tmp):
     base = os.path.join(tmp, "s3")
     data = os.path.join(base, "data")
     os.makedirs(data, exist_ok=True)
-    s3p, masterp, volp, filerp, adminp = pick_ports(5, with_grpc=True)
+    s3p, masterp, volp, filerp, adminp, icebergp = pick_ports(6, with_grpc=True)
     required = {
         "dir": data,
         "ip": HOST,
@@ -606,7 +609,10 @@ def s3_service(tmp):
         "admin.port": adminp,
         "admin.ui": "false",
         "webdav": "false",
-        "s3.port.iceberg": 0,
+        # the Iceberg REST catalog (tests of the Iceberg table), over the
+        # table bucket below
+        "s3.port.iceberg": icebergp,
+        "tableBucket": ICEBERG_TABLE_BUCKET,
         "s3.port.lance": 0,
         "master.telemetry": "false",
         # Behave like AWS: a PUT into a missing bucket is NoSuchBucket.
@@ -634,7 +640,7 @@ def s3_service(tmp):
         optional = {k: v for k, v in optional.items() if k in supported}
     # -logtostderr: glog would otherwise write weed.* files into the system temp dir.
     cmd = [weed, "-logtostderr", "mini"] + [f"-{k}={v}" for k, v in {**required, **optional}.items()]
-    ports = [s3p, masterp, volp, filerp, adminp]
+    ports = [s3p, masterp, volp, filerp, adminp, icebergp]
     return {
         "name": "s3",
         "cmd": cmd,
@@ -646,6 +652,7 @@ def s3_service(tmp):
                 "TMPDIR": base},
         "ports": ports + [p + GRPC_OFFSET for p in ports],
         "endpoint": f"http://{HOST}:{s3p}",
+        "iceberg_endpoint": f"http://{HOST}:{icebergp}" if "s3.port.iceberg" in optional else None,
         "log": os.path.join(tmp, "logs", "s3.log"),
         "data_dir": data,
         "master_port": masterp,
@@ -1020,6 +1027,9 @@ def cmd_run(args):
             if n in svcs:
                 env[f"AWS_ENDPOINT_URL_{var}"] = svcs[n]["endpoint"]
                 env[f"KL_TEST_{var}_ENDPOINT"] = svcs[n]["endpoint"]
+        if svcs.get("s3", {}).get("iceberg_endpoint"):
+            env["KL_TEST_ICEBERG_REST"] = svcs["s3"]["iceberg_endpoint"]
+            env["KL_TEST_ICEBERG_WAREHOUSE"] = f"s3://{ICEBERG_TABLE_BUCKET}"
 
         child = subprocess.Popen(cmd, env=env)
         sigint_at = None

@@ -21,6 +21,7 @@ pub mod local;
 pub mod memory;
 pub mod record;
 pub mod replay;
+pub mod rest_catalog;
 
 pub use crate::core::pipeline::{BatchOutcome, Counts, PipelineConfig, run_batch};
 pub use crate::record::{Origin, RawRecord};

@@ -23,6 +23,7 @@ use kinesis_lake::core::publish::{PublishConfig, Published, Which, publish};
 use kinesis_lake::ingest::{BatchLimits, Summary, ingest};
 use kinesis_lake::local::input::{InputFile, OnRead, expand, total_bytes};
 use kinesis_lake::local::{FsSink, RedbStore, fs_sink, redb_store};
+use kinesis_lake::rest_catalog::{self, IcebergSettings, TableFormat};
 
 /// Turns Kinesis JSON events into a Hive-partitioned Parquet lake, exactly once.
 #[derive(Parser)]
@@ -110,6 +111,8 @@ enum Command {
         /// (or the scheduled publisher function of an s3:// lake).
         #[arg(long)]
         no_publish: bool,
+        #[command(flatten)]
+        table: TableArgs,
         /// Print the summary as one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -147,6 +150,8 @@ enum Command {
         /// Also keep each event's JSON in a payload_json column.
         #[arg(long)]
         payload_json: bool,
+        #[command(flatten)]
+        table: TableArgs,
         /// Print the summary as one JSON object.
         #[arg(long)]
         json: bool,
@@ -295,25 +300,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             created_at_unit,
             dedup,
             no_publish,
+            table,
             json,
             no_progress,
             inputs,
         } => {
             check_dedup_window(dedup, window)?;
+            table.check_window(window)?;
             let encode = kinesis_lake::core::encode::EncodeOptions {
                 payload_json,
                 compression,
                 ..Default::default()
             };
-            let publish_cfg = (window > 0 && !no_publish).then(|| PublishConfig {
-                window_secs: window,
-                encode: encode.clone(),
-                ..PublishConfig::default()
-            });
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
+            let default_target = PublishConfig::default().target_file_bytes;
+            let iceberg = runtime.block_on(table.iceberg(payload_json, default_target))?;
+            let publish_cfg = (window > 0 && !no_publish).then(|| PublishConfig {
+                window_secs: window,
+                encode: encode.clone(),
+                iceberg,
+                ..PublishConfig::default()
+            });
             let target = LakeTarget::parse(&lake, dedup_table, dedup_ttl_hours, dedup)?;
             let limits = BatchLimits {
                 max_bytes: batch_mib << 20,
@@ -412,6 +422,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target_file_mib,
             compression,
             payload_json,
+            table,
             json,
         } => {
             let cfg = PublishConfig {
@@ -425,7 +436,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 ..PublishConfig::default()
             };
-            let published = publish_lake(&lake, cfg)?;
+            let published = publish_lake(&lake, cfg, &table)?;
             if json {
                 println!("{}", serde_json::to_string(&published)?);
             } else {
@@ -815,6 +826,80 @@ fn open_folder_lake(dir: &std::path::Path, dedup: DedupMode) -> anyhow::Result<R
 }
 
 /// Window dedup needs a window: its publisher is what drops repeats.
+/// The table format and, for Iceberg, its catalog.
+#[derive(clap::Args, Debug, Clone)]
+struct TableArgs {
+    /// The table format besides the Hive-style folders: hive (the folders
+    /// only) or iceberg (also an Apache Iceberg table over the same data
+    /// files: one snapshot per published window; needs a --window).
+    #[arg(long, value_name = "FORMAT", env = "TABLE_FORMAT", default_value = "hive", value_parser = TableFormat::parse)]
+    table_format: TableFormat,
+    /// The Iceberg REST catalog: AWS Glue's
+    /// (https://glue.REGION.amazonaws.com/iceberg, with --iceberg-sigv4-service
+    /// glue), Amazon S3 Tables' (https://s3tables.REGION.amazonaws.com/iceberg,
+    /// s3tables) or any other. Without it the catalog is in the lake
+    /// (LAKE/_iceberg/metadata/: DuckDB's iceberg_scan and pyiceberg read it).
+    #[arg(long, value_name = "URL", env = "ICEBERG_REST_URI")]
+    iceberg_rest_uri: Option<String>,
+    /// The REST catalog's warehouse (Glue: the account id; S3 Tables: the
+    /// table bucket's ARN).
+    #[arg(long, value_name = "WAREHOUSE", env = "ICEBERG_WAREHOUSE")]
+    iceberg_warehouse: Option<String>,
+    /// The table's namespace (Glue: its database).
+    #[arg(long, value_name = "NAME", env = "ICEBERG_NAMESPACE", default_value = rest_catalog::DEFAULT_NAMESPACE)]
+    iceberg_namespace: String,
+    /// The table's name.
+    #[arg(long, value_name = "NAME", env = "ICEBERG_TABLE", default_value = rest_catalog::DEFAULT_TABLE)]
+    iceberg_table: String,
+    /// OAuth client credentials for the REST catalog, ID:SECRET.
+    #[arg(
+        long,
+        value_name = "ID:SECRET",
+        env = "ICEBERG_CREDENTIAL",
+        hide_env_values = true
+    )]
+    iceberg_credential: Option<String>,
+    /// Sign REST catalog requests with SigV4 for this service (glue,
+    /// s3tables), with the AWS SDK's credentials.
+    #[arg(long, value_name = "SERVICE", env = "ICEBERG_SIGV4_SERVICE")]
+    iceberg_sigv4_service: Option<String>,
+}
+
+impl TableArgs {
+    fn check_window(&self, window: u32) -> anyhow::Result<()> {
+        if self.table_format == TableFormat::Iceberg && window == 0 {
+            anyhow::bail!(
+                "--table-format iceberg needs a publication window (--window 60 to 900): the publisher is the table's only committer"
+            );
+        }
+        Ok(())
+    }
+
+    /// The Iceberg table to commit to, for `--table-format iceberg`.
+    async fn iceberg(
+        &self,
+        payload_json: bool,
+        target_file_bytes: u64,
+    ) -> anyhow::Result<Option<kinesis_lake::core::iceberg::commit::IcebergTable>> {
+        if self.table_format != TableFormat::Iceberg {
+            return Ok(None);
+        }
+        let settings = IcebergSettings {
+            rest_uri: self.iceberg_rest_uri.clone(),
+            warehouse: self.iceberg_warehouse.clone(),
+            namespace: self.iceberg_namespace.clone(),
+            table: self.iceberg_table.clone(),
+            credential: self.iceberg_credential.clone(),
+            sigv4_service: self.iceberg_sigv4_service.clone(),
+        };
+        let table = settings
+            .table(payload_json, target_file_bytes)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        Ok(Some(table))
+    }
+}
+
 fn check_dedup_window(dedup: DedupMode, window: u32) -> anyhow::Result<()> {
     if dedup == DedupMode::Window && window == 0 {
         anyhow::bail!(
@@ -840,11 +925,18 @@ fn parse_window(s: &str) -> Result<u32, String> {
 
 /// Publishes a folder lake (everything staged, under its lock) or an s3://
 /// lake (closed windows).
-fn publish_lake(lake: &std::path::Path, cfg: PublishConfig) -> anyhow::Result<Published> {
+fn publish_lake(
+    lake: &std::path::Path,
+    cfg: PublishConfig,
+    table: &TableArgs,
+) -> anyhow::Result<Published> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let iceberg =
+        runtime.block_on(table.iceberg(cfg.encode.payload_json, cfg.target_file_bytes))?;
+    let cfg = PublishConfig { iceberg, ..cfg };
     match lake.to_str().filter(|l| l.starts_with("s3://")) {
         Some(url) => {
             let (bucket, prefix) = lake_config::parse_s3_url("--lake", url)?;

@@ -31,13 +31,16 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
-use crate::core::encode::{EncodeOptions, batch_stats, encode};
+use crate::core::encode::{EncodeOptions, EncodedFile, batch_stats, encode_file};
 use crate::core::enrich::{CreatedAtUnit, Event, enrich};
+use crate::core::iceberg::commit::{
+    IcebergError, IcebergTable, TableFile, commit_generation, data_prefix,
+};
 use crate::core::parallel::{PARALLEL_MIN_BYTES, map_parallel};
 use crate::core::partition::{PartitionKey, error_object_key, join_prefix};
 use crate::core::registry::{self, SchemaCache};
 use crate::core::reject::Reject;
-use crate::core::schema::table_name;
+use crate::core::schema::{LakeSchema, table_name};
 use crate::core::sink::{ObjectSink, SinkError};
 use crate::core::staging::{Header, StagingError, read_header, section_bytes, section_events};
 use crate::core::window::{
@@ -74,6 +77,9 @@ pub struct PublishConfig {
     /// Remove staging objects once published (a folder lake has no
     /// lifecycle rule to expire them).
     pub remove_staged: bool,
+    /// The Iceberg table each published generation is committed to
+    /// (`None`: the Hive-style lake only).
+    pub iceberg: Option<IcebergTable>,
 }
 
 impl Default for PublishConfig {
@@ -89,6 +95,7 @@ impl Default for PublishConfig {
             schema_cache: SchemaCache::default(),
             io_concurrency: 16,
             remove_staged: false,
+            iceberg: None,
         }
     }
 }
@@ -124,6 +131,9 @@ pub enum PublishError {
     /// The schema could not be committed.
     #[error("publishing: {0}")]
     Schema(#[from] registry::RegistryError),
+    /// The Iceberg commit failed.
+    #[error("publishing: {0}")]
+    Iceberg(#[from] IcebergError),
     /// A file could not be encoded.
     #[error("publishing: encoding {key} failed: {message}")]
     Encode {
@@ -175,6 +185,16 @@ pub struct PublishedFile {
     pub rows: u64,
     /// Its size.
     pub bytes: u64,
+}
+
+impl From<&TableFile> for PublishedFile {
+    fn from(f: &TableFile) -> Self {
+        PublishedFile {
+            key: f.key.clone(),
+            rows: f.rows,
+            bytes: f.bytes,
+        }
+    }
 }
 
 /// What a publisher run did.
@@ -531,10 +551,32 @@ async fn carry_out<O: ObjectSink>(
         by_partition.entry(&e.partition).or_default().push(e);
     }
     let enriched_at = started.elapsed();
-    let files = write_files(sink, cfg, plan, &by_partition, resuming).await?;
+    // the table's data folder: the lake's, unless its catalog placed it
+    let data_prefix = match &cfg.iceberg {
+        Some(table) => data_prefix(sink, &cfg.prefix, table).await?,
+        None => cfg.prefix.clone(),
+    };
+    let (table_files, schema) =
+        write_files(sink, cfg, plan, &by_partition, &data_prefix, resuming).await?;
+    let files: Vec<PublishedFile> = table_files.iter().map(PublishedFile::from).collect();
     let files_at = started.elapsed();
     if !rejects.is_empty() {
         write_rejects(sink, cfg, plan, &rejects, now).await?;
+    }
+    if let (Some(table), Some(schema)) = (&cfg.iceberg, &schema) {
+        // before the done record: a publisher that dies in between runs the
+        // plan again and finds the window in the table's snapshots
+        let id = (plan.window.as_str(), plan.generation);
+        commit_generation(
+            sink,
+            &cfg.prefix,
+            table,
+            schema,
+            id,
+            &table_files,
+            now.timestamp_millis(),
+        )
+        .await?;
     }
     let uuids: String = rows
         .iter()
@@ -732,15 +774,18 @@ async fn published_uuids<O: ObjectSink>(
 /// Encodes and puts each partition's files of a generation; when resuming
 /// a plan, a file already there (the same name holds the same events) is
 /// not put again, so a publisher cut short again and again still advances.
+/// Returns the files, sorted by key, and the schema they were written with
+/// (none when there were no events).
 async fn write_files<O: ObjectSink>(
     sink: &O,
     cfg: &PublishConfig,
     plan: &Plan,
     by_partition: &BTreeMap<&PartitionKey, Vec<&Event<'_>>>,
+    data_prefix: &str,
     resuming: bool,
-) -> Result<Vec<PublishedFile>, PublishError> {
+) -> Result<(Vec<TableFile>, Option<Arc<LakeSchema>>), PublishError> {
     if by_partition.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let partitions: Vec<&[&Event<'_>]> = by_partition.values().map(Vec::as_slice).collect();
     let json_bytes: usize = partitions
@@ -758,7 +803,7 @@ async fn write_files<O: ObjectSink>(
             .enumerate()
         {
             let name = published_file_name(&plan.window, plan.generation, part as u32);
-            let key = join_prefix(&cfg.prefix, &format!("{}/{name}", p.path()));
+            let key = join_prefix(data_prefix, &format!("{}/{name}", p.path()));
             jobs.push((key, p, rows));
         }
     }
@@ -773,27 +818,36 @@ async fn write_files<O: ObjectSink>(
         put_ms = (started.elapsed() - encoded_at).as_secs_f64() * 1e3,
         "publication files"
     );
-    Ok(files)
+    Ok((files, Some(schema)))
 }
+
+/// An encoded part: its key, partition, rows and file.
+type EncodedPart = (String, PartitionKey, u64, EncodedFile);
 
 /// Puts encoded files concurrently; when resuming, a file already there is
 /// not put again.
 async fn put_parts<O: ObjectSink>(
     sink: &O,
     cfg: &PublishConfig,
-    encoded: Vec<(String, u64, Bytes)>,
+    encoded: Vec<EncodedPart>,
     resuming: bool,
-) -> Result<Vec<PublishedFile>, SinkError> {
+) -> Result<Vec<TableFile>, SinkError> {
     futures::stream::iter(encoded)
-        .map(|(key, rows, body)| async move {
-            let bytes = body.len() as u64;
+        .map(|(key, partition, rows, file)| async move {
+            let bytes = file.bytes.len() as u64;
             if !(resuming && sink.exists(&key).await?) {
-                sink.put(&key, body).await?;
+                sink.put(&key, Bytes::from(file.bytes)).await?;
             }
-            Ok(PublishedFile { key, rows, bytes })
+            Ok(TableFile {
+                key,
+                partition,
+                rows,
+                bytes,
+                columns: file.columns,
+            })
         })
         .buffer_unordered(cfg.io_concurrency.max(1))
-        .collect::<Vec<Result<PublishedFile, SinkError>>>()
+        .collect::<Vec<Result<TableFile, SinkError>>>()
         .await
         .into_iter()
         .collect()
@@ -802,16 +856,16 @@ async fn put_parts<O: ObjectSink>(
 /// Encodes each part on every core.
 fn encode_parts(
     jobs: &[(String, &PartitionKey, &[&Event<'_>])],
-    schema: &Arc<crate::core::schema::LakeSchema>,
+    schema: &Arc<LakeSchema>,
     opts: &EncodeOptions,
-) -> Result<Vec<(String, u64, Bytes)>, PublishError> {
+) -> Result<Vec<EncodedPart>, PublishError> {
     let encoded = map_parallel(jobs, true, |(key, p, rows)| {
         let table = table_name(&p.event_type, p.event_subtype.as_deref());
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            encode(rows, schema, &table, opts)
+            encode_file(rows, schema, &table, opts)
         }));
         match r {
-            Ok(Ok(body)) => Ok((key.clone(), rows.len() as u64, Bytes::from(body))),
+            Ok(Ok(file)) => Ok((key.clone(), (*p).clone(), rows.len() as u64, file)),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("the encoder panicked".to_string()),
         }
