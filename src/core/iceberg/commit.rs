@@ -663,7 +663,96 @@ impl<O: ObjectSink> Catalog for LakeCatalog<'_, O> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::NaiveDate;
+
     use super::*;
+    use crate::core::iceberg::table::{append_commit, current_snapshot};
+    use crate::core::partition::PartitionKey;
+    use crate::memory::MemSink;
+
+    fn file(key: &str) -> TableFile {
+        TableFile {
+            key: key.into(),
+            partition: PartitionKey {
+                event_type: "a".into(),
+                event_subtype: None,
+                event_date: NaiveDate::from_ymd_opt(2024, 3, 17).expect("date"),
+            },
+            rows: 2,
+            bytes: 10,
+            columns: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lake_catalog_chains_snapshots_refuses_a_stale_commit_and_finds_a_committed_window()
+    {
+        let sink = MemSink::default();
+        let table = IcebergTable {
+            catalog: CatalogChoice::Lake,
+            payload_json: false,
+            target_file_bytes: 1 << 20,
+        };
+        let lake = LakeSchema::default();
+        let commit = |w: &'static str, key: &'static str| {
+            let (sink, table, lake) = (&sink, &table, &lake);
+            async move { commit_generation(sink, "lake", table, lake, (w, 0), &[file(key)], 1).await }
+        };
+        let first = commit("w1", "lake/a/1.parquet").await.expect("first");
+        let catalog = LakeCatalog {
+            sink: &sink,
+            prefix: "lake",
+        };
+        let stale = catalog.load().await.expect("load").expect("a table");
+        let second = commit("w2", "lake/a/2.parquet").await.expect("second");
+        assert!(matches!(
+            (first, second),
+            (Committed::Appended(_), Committed::Appended(_))
+        ));
+
+        // a commit planned before the second landed is refused, not applied
+        let snap = crate::core::iceberg::table::NewSnapshot {
+            id: 7,
+            manifest_list: "memory:///x.avro".into(),
+            window: "w3",
+            generation: 0,
+            added: (1, 1, 1),
+            timestamp_ms: 3,
+        };
+        let outcome = catalog
+            .commit(&stale, &append_commit(&stale.metadata, None, &snap))
+            .await;
+        assert!(
+            matches!(outcome, Ok(CommitOutcome::Conflict(_))),
+            "{outcome:?}"
+        );
+
+        // the window already committed is found, not appended again
+        assert_eq!(
+            commit("w1", "lake/a/1.parquet").await.expect("re-run"),
+            Committed::Already(snapshot_id("w1", 0))
+        );
+        let now = catalog.load().await.expect("load").expect("a table");
+        let current = current_snapshot(&now.metadata).expect("a snapshot");
+        let list = current["manifest-list"].as_str().expect("a manifest list");
+        let body = sink
+            .get(&sink.key_of(list).expect("in the lake"))
+            .await
+            .expect("get")
+            .expect("there");
+        let manifests = read_manifest_list(&body).expect("readable");
+        assert_eq!(
+            manifests.len(),
+            2,
+            "the second snapshot holds both windows' manifests"
+        );
+        assert_eq!(now.metadata["snapshots"].as_array().map(Vec::len), Some(2));
+        let hint = sink
+            .get("lake/_iceberg/metadata/version-hint.text")
+            .await
+            .expect("get");
+        assert_eq!(hint.as_deref(), Some(&b"3"[..]));
+    }
 
     #[test]
     fn a_lake_ending_in_data_is_the_data_folder_of_its_table() {

@@ -257,8 +257,18 @@ pub fn append_commit(
         }));
         updates.push(json!({ "action": "add-schema", "schema": schema_json(next_id, fields), "last-column-id": last }));
         updates.push(json!({ "action": "set-current-schema", "schema-id": -1 }));
-        updates.push(json!({ "action": "set-properties", "updates": { NAME_MAPPING_PROPERTY: name_mapping(fields) } }));
         schema_id = next_id;
+    }
+    // our files carry no field ids: without the name mapping readers see
+    // nulls, so it is set whenever it is missing or behind the schema (a
+    // table someone else created, with Athena's DDL say, has none)
+    let fields = evolved.map_or_else(|| current_fields(meta), |(f, _)| f.clone());
+    let mapping = name_mapping(&fields);
+    let property = format!("/properties/{}", NAME_MAPPING_PROPERTY.replace('/', "~1"));
+    if meta.pointer(&property).and_then(Json::as_str) != Some(mapping.as_str()) {
+        updates.push(
+            json!({ "action": "set-properties", "updates": { NAME_MAPPING_PROPERTY: mapping } }),
+        );
     }
     let (files, rows, bytes) = snap.added;
     let mut summary = Map::new();
@@ -628,6 +638,20 @@ mod tests {
             current_snapshot(&meta1).map(|s| s["schema-id"].clone()),
             Some(json!(1))
         );
+    }
+
+    #[test]
+    fn a_table_without_the_name_mapping_gets_it_with_the_next_commit() {
+        let f = fields(&[("event_uuid", "string"), ("price", "double")]);
+        let mut props = new_table_properties(&f, 1, None, None);
+        props.remove(NAME_MAPPING_PROPERTY);
+        let meta = new_metadata("s3://b/lake", "u-1", &f, &props, 0);
+        let c = append_commit(&meta, None, &snap("w1", 0));
+        let meta1 = apply(&meta, &c, "v1", 10).expect("commit");
+        assert_eq!(meta1["properties"][NAME_MAPPING_PROPERTY], name_mapping(&f));
+        // once current, a commit leaves it alone
+        let c2 = append_commit(&meta1, None, &snap("w2", 0));
+        assert!(!c2.updates.iter().any(|u| u["action"] == "set-properties"));
     }
 
     #[test]
