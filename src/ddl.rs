@@ -169,44 +169,17 @@ pub fn render_all(spec: &TableSpec, schema: &LakeSchema) -> String {
             Some((t, s)) => (t, Some(s)),
             None => (table.as_str(), None),
         };
-        let mut notes: Vec<String> = Vec::new();
-        let mut seen: HashSet<String> = FIXED_COLUMNS
+        let seen: HashSet<String> = FIXED_COLUMNS
             .iter()
             .map(|c| c.name.to_string())
             .chain([PARTITION_COLUMNS[2].to_string()])
             .collect();
-        let mut payload: Vec<(String, &'static str)> = Vec::new();
-        // names a mapped column must not take: every name that is fine as is
-        let mut taken: HashSet<String> = seen.clone();
-        taken.extend(
-            schema
-                .table_columns(table)
-                .iter()
-                .map(|c| c.name.to_lowercase())
-                .filter(|n| safe_column_name(n).is_none()),
-        );
-        for c in schema.table_columns(table) {
-            let mut name = c.name.to_lowercase();
-            if let Some((safe, why)) = safe_column_name(&name) {
-                let mut safe = safe;
-                while !taken.insert(safe.clone()) {
-                    safe.push('_');
-                }
-                notes.push(format!(
-                    "-- column `{safe}` is the field {:?}, whose name Athena and Glue cannot take ({why}); Athena matches Parquet columns by name, so it reads NULL: read this field with DuckDB, Spark or pyarrow",
-                    c.name
-                ));
-                name = safe;
-            }
-            if seen.insert(name.clone()) {
-                payload.push((name, athena_type(c.kind)));
-            } else {
-                notes.push(format!(
-                    "-- column `{}` left out: Athena cannot tell it from another column of the same name in another case",
-                    c.name
-                ));
-            }
-        }
+        let columns: Vec<(&str, &'static str)> = schema
+            .table_columns(table)
+            .iter()
+            .map(|c| (c.name.as_str(), athena_type(c.kind)))
+            .collect();
+        let (payload, mut notes) = athena_columns(&columns, seen, Form::Hive);
         let wanted = table_ident(table);
         let mut ident = wanted.clone();
         let mut n = 1;
@@ -311,6 +284,137 @@ fn create_table(
         location.replace('\'', "''"),
         props.join(",\n"),
     )
+}
+
+/// Which table a column list is for: the notes on names differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// A `CREATE EXTERNAL TABLE` over the Hive-style folders.
+    Hive,
+    /// The Iceberg table over the same files.
+    Iceberg,
+}
+
+/// The Athena columns of `columns` (each a name as in the data files and
+/// its Athena type), in order, and the SQL comments to print above the
+/// statement: Athena folds names to lower case; a name Athena and Glue
+/// cannot take ([`safe_column_name`]) is mapped to one no other column has;
+/// a column whose name Athena cannot tell from an earlier one's (or from one
+/// of `seen`, the statement's other columns) is left out.
+fn athena_columns(
+    columns: &[(&str, &'static str)],
+    mut seen: HashSet<String>,
+    form: Form,
+) -> (Vec<(String, &'static str)>, Vec<String>) {
+    let mut notes: Vec<String> = Vec::new();
+    let mut out: Vec<(String, &'static str)> = Vec::new();
+    // names a mapped column must not take: every name that is fine as is
+    let mut taken: HashSet<String> = seen.clone();
+    taken.extend(
+        columns
+            .iter()
+            .map(|(n, _)| n.to_lowercase())
+            .filter(|n| safe_column_name(n).is_none()),
+    );
+    for &(field, ty) in columns {
+        let mut name = field.to_lowercase();
+        let mut mapped = false;
+        if let Some((safe, why)) = safe_column_name(&name) {
+            let mut safe = safe;
+            while !taken.insert(safe.clone()) {
+                safe.push('_');
+            }
+            notes.push(match form {
+                Form::Hive => format!(
+                    "-- column `{safe}` is the field {field:?}, whose name Athena and Glue cannot take ({why}); Athena matches Parquet columns by name, so it reads NULL: read this field with DuckDB, Spark or pyarrow"
+                ),
+                Form::Iceberg => format!(
+                    "-- column `{safe}` is the field {field:?}, whose name Athena and Glue cannot take ({why}): Iceberg tables are read by name, so this column cannot be read under Iceberg with that name (it reads NULL): read this field from the data files with DuckDB, Spark or pyarrow"
+                ),
+            });
+            name = safe;
+            mapped = true;
+        }
+        if seen.insert(name.clone()) {
+            if form == Form::Iceberg && !mapped && name != field {
+                notes.push(format!(
+                    "-- column `{name}` is the field {field:?}: Athena folds names to lower case, and Iceberg tables are read by name, so readers that match names exactly cannot read this column under Iceberg with that name, and the publisher (which matches names exactly) would add {field:?} as another column"
+                ));
+            }
+            out.push((name, ty));
+        } else {
+            notes.push(format!(
+                "-- column `{field}` left out: Athena cannot tell it from another column of the same name in another case"
+            ));
+        }
+    }
+    (out, notes)
+}
+
+/// The Athena type of an Iceberg type of
+/// [`wanted_columns`](crate::core::iceberg::table::wanted_columns): `long`
+/// is `bigint`; `string`, `double`, `boolean` and `date` are the same.
+pub fn athena_type_of_iceberg(ty: &'static str) -> &'static str {
+    match ty {
+        "long" => "bigint",
+        other => other,
+    }
+}
+
+/// The Athena `CREATE TABLE` of the lake's Iceberg table, for users who
+/// register it in Glue themselves: ONE table over every event type, named
+/// `table` in `database`, at the lake's `location`, with the columns the
+/// publisher's Iceberg table has
+/// ([`wanted_columns`](crate::core::iceberg::table::wanted_columns), in
+/// order; `payload_json` when the lake keeps each event's JSON), identity
+/// partitioned by event type, subtype and date.
+///
+/// Above it, SQL comments: when to run it, and each column whose name
+/// Athena changes (Iceberg tables are read by name, so such a column cannot
+/// be read under Iceberg with that name).
+pub fn render_iceberg(
+    database: &str,
+    table: &str,
+    location: &str,
+    schema: &LakeSchema,
+    payload_json: bool,
+) -> String {
+    let wanted = crate::core::iceberg::table::wanted_columns(schema, payload_json);
+    let columns: Vec<(&str, &'static str)> = wanted
+        .iter()
+        .map(|(n, ty)| (n.as_str(), athena_type_of_iceberg(ty)))
+        .collect();
+    let (columns, notes) = athena_columns(&columns, HashSet::new(), Form::Iceberg);
+    let location = location.trim_end_matches('/');
+    let mut out = format!(
+        "-- The lake's Apache Iceberg table (one table over every event type, on the lake's own data files).\n\
+         -- The publisher (--table-format iceberg) creates this table and commits to it itself when it has a catalog:\n\
+         -- run this only to register the table in Glue yourself before the first publication, and then point the\n\
+         -- publisher at the Glue catalog (--iceberg-rest-uri https://glue.REGION.amazonaws.com/iceberg\n\
+         -- --iceberg-sigv4-service glue --iceberg-warehouse ACCOUNT_ID --iceberg-namespace {:?} --iceberg-table {:?}).\n\
+         -- After AWS compacts the table, read it through Iceberg, not the folders: compaction writes new data files and\n\
+         -- retires the old ones, so the Hive-style folders (and the Hive tables over them) no longer match the table.\n",
+        database, table
+    );
+    for note in notes {
+        out.push_str(&note);
+        out.push('\n');
+    }
+    let columns: Vec<String> = columns
+        .iter()
+        .map(|(n, t)| format!("  {} {t}", quote_ident(n)))
+        .collect();
+    let partitioned: Vec<String> = PARTITION_COLUMNS.iter().map(|p| quote_ident(p)).collect();
+    out.push_str(&format!(
+        "CREATE TABLE {}.{} (\n{}\n)\nPARTITIONED BY ({})\nLOCATION '{}'\nTBLPROPERTIES ('table_type'='ICEBERG', 'format'='parquet', 'write_compression'='zstd', 'write_target_data_file_size_bytes'='{}');",
+        quote_ident(database),
+        quote_ident(table),
+        columns.join(",\n"),
+        partitioned.join(", "),
+        location.replace('\'', "''"),
+        crate::core::publish::DEFAULT_TARGET_FILE_BYTES,
+    ));
+    out
 }
 
 fn quote_ident(name: &str) -> String {
@@ -487,6 +591,155 @@ mod tests {
             ..spec()
         };
         assert!(render(&spec).contains("'projection.event_date.range'='1999-12-31,2031-01-01'"));
+    }
+
+    /// The column lines of the Iceberg table's statement, as (name, type).
+    fn iceberg_columns(ddl: &str) -> Vec<(String, String)> {
+        let body = ddl
+            .split_once(" (\n")
+            .and_then(|(_, rest)| rest.split_once("\n)\n"))
+            .expect("a column list")
+            .0;
+        body.lines()
+            .map(|l| {
+                let l = l.trim_start().trim_end_matches(',');
+                let (name, ty) = l.rsplit_once(' ').expect("name and type");
+                (name.trim_matches('`').to_string(), ty.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_iceberg_table_has_every_wanted_column_in_order_with_athena_types() {
+        use crate::core::iceberg::table::wanted_columns;
+        let schema = schema_of(&[("payment:order", "amount")]);
+        for payload_json in [false, true] {
+            let ddl = render_iceberg(
+                "lake",
+                "events",
+                "s3://bucket/prefix/",
+                &schema,
+                payload_json,
+            );
+            let wanted: Vec<(String, String)> = wanted_columns(&schema, payload_json)
+                .into_iter()
+                .map(|(n, ty)| (n, athena_type_of_iceberg(ty).to_string()))
+                .collect();
+            assert_eq!(iceberg_columns(&ddl), wanted, "{ddl}");
+            assert_eq!(
+                wanted.iter().any(|(n, _)| n == "payload_json"),
+                payload_json
+            );
+            assert!(ddl.contains("  `event_date` date,\n"), "{ddl}");
+            assert!(ddl.contains("  `amount` bigint\n)"), "{ddl}");
+            assert!(
+                iceberg_columns(&ddl)
+                    .iter()
+                    .all(|(_, ty)| ["string", "bigint", "double", "boolean", "date"]
+                        .contains(&ty.as_str())),
+                "{ddl}"
+            );
+            assert!(ddl.contains("\nCREATE TABLE `lake`.`events` (\n"), "{ddl}");
+            assert!(
+                ddl.contains("\nPARTITIONED BY (`event_type`, `event_subtype`, `event_date`)\n"),
+                "{ddl}"
+            );
+            assert!(ddl.contains("\nLOCATION 's3://bucket/prefix'\n"), "{ddl}");
+            assert!(ddl.contains("'table_type'='ICEBERG'"), "{ddl}");
+            assert!(ddl.contains("'write_target_data_file_size_bytes'='134217728'"));
+            assert!(ddl.ends_with(");"), "{ddl}");
+            assert!(!ddl.contains("EXTERNAL"), "{ddl}");
+        }
+        assert_eq!(athena_type_of_iceberg("long"), "bigint");
+        for ty in ["string", "double", "boolean", "date"] {
+            assert_eq!(athena_type_of_iceberg(ty), ty);
+        }
+    }
+
+    #[test]
+    fn one_iceberg_table_for_a_lake_of_several_event_types() {
+        let schema = schema_of(&[
+            ("payment:order", "amount"),
+            ("video:play", "position"),
+            ("account", "plan"),
+        ]);
+        let ddl = render_iceberg("lake", "all_events", "s3://bucket/prefix", &schema, false);
+        assert_eq!(ddl.matches("CREATE TABLE").count(), 1, "{ddl}");
+        assert!(!ddl.contains("EXTERNAL"), "{ddl}");
+        assert!(ddl.contains("CREATE TABLE `lake`.`all_events` ("), "{ddl}");
+        let names: Vec<String> = iceberg_columns(&ddl).into_iter().map(|(n, _)| n).collect();
+        for c in ["amount", "position", "plan"] {
+            assert!(names.contains(&c.to_string()), "{c}: {ddl}");
+        }
+        // when to run it, above the statement
+        let (comment, _) = ddl.split_once("CREATE TABLE").expect("statement");
+        assert!(comment.lines().all(|l| l.starts_with("-- ")), "{comment}");
+        for said in [
+            "--table-format iceberg",
+            "register the table in Glue yourself before the first publication",
+            "Glue catalog",
+            "--iceberg-namespace \"lake\" --iceberg-table \"all_events\"",
+            "After AWS compacts the table, read it through Iceberg, not the folders",
+        ] {
+            assert!(comment.contains(said), "{said}: {comment}");
+        }
+    }
+
+    #[test]
+    fn quotes_in_the_iceberg_location_and_names_are_escaped() {
+        let ddl = render_iceberg(
+            "la`ke",
+            "ev`ents",
+            "s3://b/p'x/",
+            &LakeSchema::default(),
+            false,
+        );
+        assert!(ddl.contains("\nLOCATION 's3://b/p''x'\n"), "{ddl}");
+        assert!(!ddl.contains("p'x"), "{ddl}");
+        assert!(ddl.contains("CREATE TABLE `la``ke`.`ev``ents` ("), "{ddl}");
+    }
+
+    #[test]
+    fn iceberg_columns_athena_renames_are_warned_about() {
+        use crate::core::schema::ColumnDef;
+        let mut schema = schema_of(&[("t", ""), ("t", "a\tb"), ("t", "a_b"), ("t", "userId")]);
+        // a lake committed before names were kept apart ignoring case
+        schema.columns.push(ColumnDef {
+            name: "USERID".into(),
+            field: "USERID".into(),
+            kind: Kind::String,
+            variant: false,
+            since: 2,
+        });
+        let ddl = render_iceberg("lake", "events", "s3://b/p", &schema, false);
+        let names: Vec<String> = iceberg_columns(&ddl).into_iter().map(|(n, _)| n).collect();
+        let unique: HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        // mapped as the Hive tables map them, never silently
+        assert!(names.contains(&"a_b".to_string()), "{names:?}");
+        assert!(names.contains(&"a_b_".to_string()), "{names:?}");
+        assert!(names.contains(&"_".to_string()), "{names:?}");
+        assert!(
+            ddl.contains("-- column `a_b_` is the field \"a\\tb\", whose name Athena and Glue cannot take (control characters): Iceberg tables are read by name, so this column cannot be read under Iceberg with that name"),
+            "{ddl}"
+        );
+        assert!(
+            ddl.contains("-- column `_` is the field \"\", whose name"),
+            "{ddl}"
+        );
+        assert!(
+            ddl.contains(
+                "-- column `userid` is the field \"userId\": Athena folds names to lower case"
+            ),
+            "{ddl}"
+        );
+        assert!(names.contains(&"userid".to_string()), "{names:?}");
+        assert!(ddl.contains("-- column `USERID` left out"), "{ddl}");
+        assert!(!ddl.contains("`a_b` is the field"), "{ddl}");
+        // every note is a comment above the statement
+        let (comment, stmt) = ddl.split_once("CREATE TABLE").expect("statement");
+        assert!(comment.lines().all(|l| l.starts_with("-- ")), "{comment}");
+        assert!(!stmt.contains("--"), "{stmt}");
     }
 
     /// Each CREATE statement's name and column names (partitions too), as

@@ -19,11 +19,12 @@ use kinesis_lake::aws::config::{
 use kinesis_lake::aws::kinesis_stream::KinesisReader;
 use kinesis_lake::aws::{AwsLake, ClientSettings, S3Sink};
 use kinesis_lake::core::dedup::{DedupMode, NoClaims};
+use kinesis_lake::core::iceberg::TableFormat;
 use kinesis_lake::core::publish::{PublishConfig, Published, Which, publish};
 use kinesis_lake::ingest::{BatchLimits, Summary, ingest};
 use kinesis_lake::local::input::{InputFile, OnRead, expand, total_bytes};
 use kinesis_lake::local::{FsSink, RedbStore, fs_sink, redb_store};
-use kinesis_lake::rest_catalog::{self, IcebergSettings, TableFormat};
+use kinesis_lake::rest_catalog::{self, IcebergSettings};
 
 /// Turns Kinesis JSON events into a Hive-partitioned Parquet lake, exactly once.
 #[derive(Parser)]
@@ -213,12 +214,18 @@ enum Command {
         json: bool,
     },
     /// Print the Athena CREATE EXTERNAL TABLE statements for a lake, with
-    /// partition projection (no crawler, no MSCK REPAIR needed).
+    /// partition projection (no crawler, no MSCK REPAIR needed), or with
+    /// --table-format iceberg the CREATE TABLE of its Iceberg table.
     ///
     /// The `events` table covers every event with the common columns. With
     /// --from (the lake folder or s3://BUCKET/PREFIX), one more table per
     /// event type and subtype (`payment__order`) carries its payload columns,
     /// from the lake's schema registry.
+    ///
+    /// With --table-format iceberg: ONE table (--table) over every event
+    /// type, with the columns the publisher's Iceberg table has (the payload
+    /// columns from --from's schema registry), to register the table in Glue
+    /// yourself before the publisher's first commit.
     Ddl {
         /// The lake's S3 location, e.g. s3://my-bucket/lake.
         #[arg(long, value_name = "S3_URI")]
@@ -239,6 +246,15 @@ enum Command {
         /// or s3://BUCKET/PREFIX.
         #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
         from: Option<String>,
+        /// hive (CREATE EXTERNAL TABLE over the Hive-style folders) or
+        /// iceberg (the CREATE TABLE of the lake's Iceberg table).
+        #[arg(long, value_name = "FORMAT", env = "TABLE_FORMAT", default_value = "hive", value_parser = kinesis_lake::core::iceberg::TableFormat::parse)]
+        table_format: kinesis_lake::core::iceberg::TableFormat,
+        /// With --table-format iceberg: the lake keeps each event's JSON in a
+        /// payload_json column (it is ingested and published with
+        /// --payload-json).
+        #[arg(long)]
+        payload_json: bool,
     },
     /// Rebuild a folder lake's dedup store (LAKE/_state/dedup.redb) from the
     /// lake's own files, after it was lost or damaged.
@@ -498,7 +514,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             table,
             since,
             from,
-        } => ddl(location, database, table, since, from),
+            table_format,
+            payload_json,
+        } => match table_format {
+            kinesis_lake::core::iceberg::TableFormat::Hive => {
+                if payload_json {
+                    anyhow::bail!(
+                        "--payload-json is for --table-format iceberg: the Hive tables leave the payload_json column out"
+                    );
+                }
+                ddl(location, database, table, since, from)
+            }
+            kinesis_lake::core::iceberg::TableFormat::Iceberg => {
+                if !location.starts_with("s3://") {
+                    anyhow::bail!(
+                        "--location must be an s3:// URI (Athena reads from S3), got {location:?}"
+                    );
+                }
+                if since.is_some() {
+                    anyhow::bail!(
+                        "--since sets the Hive tables' partition projection range; an Iceberg table has none (leave it out)"
+                    );
+                }
+                let schema = match &from {
+                    Some(lake) => read_schema_history(lake)?.pop().unwrap_or_default(),
+                    None => Default::default(),
+                };
+                print_out(&kinesis_lake::ddl::render_iceberg(
+                    &database,
+                    &table,
+                    &location,
+                    &schema,
+                    payload_json,
+                ));
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Command::RebuildState { lake, json } => rebuild_state(&lake, json),
         Command::Schema { lake, event_name } => {
             let history = read_schema_history(&lake)?;

@@ -20,27 +20,6 @@ use crate::core::iceberg::commit::{
 };
 use crate::core::iceberg::table::{Commit, create_request};
 
-/// Which table format the publisher keeps besides the Hive-style folders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TableFormat {
-    /// Hive-style partition folders only (the default).
-    #[default]
-    Hive,
-    /// And an Apache Iceberg table over the same files.
-    Iceberg,
-}
-
-impl TableFormat {
-    /// Parses `hive` or `iceberg`.
-    pub fn parse(s: &str) -> Result<TableFormat, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "hive" => Ok(TableFormat::Hive),
-            "iceberg" => Ok(TableFormat::Iceberg),
-            other => Err(format!("table format {other:?}: use hive or iceberg")),
-        }
-    }
-}
-
 /// Where the Iceberg table's catalog is, and how to reach it.
 #[derive(Debug, Clone, Default)]
 pub struct IcebergSettings {
@@ -470,13 +449,6 @@ impl Catalog for RestCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn table_formats_parse() {
-        assert_eq!(TableFormat::parse("ICEBERG"), Ok(TableFormat::Iceberg));
-        assert_eq!(TableFormat::parse("hive"), Ok(TableFormat::Hive));
-        assert!(TableFormat::parse("delta").is_err());
-    }
 
     #[test]
     fn values_are_percent_encoded() {

@@ -25,6 +25,12 @@
 //!   function the scheduled publisher (it needs no `DEDUP_TABLE`), with
 //!   `PUBLISH_GRACE_SECONDS` (default 30) and `PUBLISH_TARGET_FILE_MIB`
 //!   (default 128).
+//! - `TABLE_FORMAT` (publisher, optional, default `hive`): `iceberg` also
+//!   commits each published window to an Apache Iceberg table, whose catalog
+//!   is in the lake (`_iceberg/metadata/`) or, with `ICEBERG_REST_URI`, an
+//!   Iceberg REST catalog (`ICEBERG_WAREHOUSE`, `ICEBERG_NAMESPACE`,
+//!   `ICEBERG_TABLE`, `ICEBERG_CREDENTIAL`, `ICEBERG_SIGV4_SERVICE`: `glue` or
+//!   `s3tables` for AWS's endpoints).
 //! - `LAKE_DIR` (local trials only, when `LAKE_BUCKET` is unset): a folder lake
 //!   with the embedded dedup store instead of S3 and DynamoDB.
 //! - `KL_CREATE_RESOURCES=1` (local trials only): create the bucket and the
@@ -37,6 +43,8 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::core::iceberg::TableFormat;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -355,6 +363,20 @@ pub fn publish_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<(u32, u6
         },
     };
     Ok((grace, target))
+}
+
+/// The table format besides the Hive-style folders (`TABLE_FORMAT`: `hive`,
+/// the default, or `iceberg`; the Iceberg catalog's settings are
+/// `ICEBERG_*`, read by `rest_catalog::IcebergSettings::from_env`).
+pub fn table_format(env: &dyn Fn(&str) -> Option<String>) -> Result<TableFormat, ConfigError> {
+    match var(env, "TABLE_FORMAT") {
+        None => Ok(TableFormat::Hive),
+        Some(v) => TableFormat::parse(&v).map_err(|why| ConfigError::Invalid {
+            var: "TABLE_FORMAT",
+            value: v,
+            why,
+        }),
+    }
 }
 
 /// Parses a claim lifetime in hours (at least 1: longer than any writer's

@@ -30,9 +30,11 @@ use kinesis_lake::aws::handler::{invoke, publish_invoke, which_windows};
 use kinesis_lake::aws::{AwsLake, ClientSettings, LambdaMode, S3Sink};
 use kinesis_lake::core::dedup::{DedupMode, DedupStore, NoClaims};
 use kinesis_lake::core::encode::EncodeOptions;
+use kinesis_lake::core::iceberg::TableFormat;
 use kinesis_lake::core::publish::PublishConfig;
 use kinesis_lake::core::sink::ObjectSink;
 use kinesis_lake::local::{FsSink, RedbStore, redb_store};
+use kinesis_lake::rest_catalog::IcebergSettings;
 
 /// Time kept back from the invocation's deadline for answering Lambda.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(1500);
@@ -77,11 +79,21 @@ async fn run() -> anyhow::Result<()> {
     };
     if config::function_role(&env)? == FunctionRole::Publish {
         let (grace_secs, target_file_bytes) = config::publish_settings(&env)?;
+        let iceberg = match config::table_format(&env)? {
+            TableFormat::Hive => None,
+            TableFormat::Iceberg => Some(
+                IcebergSettings::from_env()
+                    .table(payload_json, target_file_bytes)
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+            ),
+        };
         let cfg = PublishConfig {
             window_secs,
             grace_secs,
             target_file_bytes,
             encode,
+            iceberg,
             ..PublishConfig::default()
         };
         return run_publisher(cfg, &function_name).await;
