@@ -110,6 +110,25 @@ else
     log "python venv ready"
 fi
 
+# ------------------------------------------- DuckDB with its Iceberg extension
+# DuckDB's iceberg and avro extensions ship on PyPI for DuckDB 1.4.4 only
+# (loadable offline), while the venv's DuckDB is 2.x: they go into a folder
+# of their own, put on PYTHONPATH by the Iceberg reader test's subprocess.
+DUCK_ICEBERG="$TOOLS/duckdb-iceberg"
+DUCK_REQS="duckdb==1.4.4 duckdb-ext-iceberg==1.4.4.20260205 duckdb-ext-avro==1.4.4.20260205"
+DUCK_STAMP="$DUCK_ICEBERG/.setup-stamp"
+DUCK_KEY="$(echo "$DUCK_REQS python=$PY_VERSION" | sha256sum | cut -d' ' -f1)"
+if [[ "$FORCE" != 1 && -f "$DUCK_STAMP" && "$(cat "$DUCK_STAMP")" == "$DUCK_KEY" ]]; then
+    info "duckdb-iceberg up to date"
+else
+    log "installing DuckDB 1.4.4 with its iceberg extension into $DUCK_ICEBERG"
+    rm -rf "$DUCK_ICEBERG"
+    # shellcheck disable=SC2086
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --target "$DUCK_ICEBERG" $DUCK_REQS >&2 \
+        || die "pip install of $DUCK_REQS failed"
+    echo "$DUCK_KEY" >"$DUCK_STAMP"
+fi
+
 # ---------------------------------------------------------------- npm packages
 NODE_STAMP="$NODE_DIR/.setup-stamp"
 NODE_MAJOR="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo unknown)"
@@ -149,6 +168,7 @@ cat >&2 <<EOF
 [setup-tools] tools ready:
   python venv     : $VENV  (python: $VENV/bin/python, pytest: $VENV/bin/pytest)
   seaweedfs (S3)  : $VENV/bin/weed
+  duckdb-iceberg  : $DUCK_ICEBERG (DuckDB 1.4.4 + iceberg, avro extensions)
   cargo-lambda    : $VENV/bin/cargo-lambda
   cfn-lint        : $VENV/bin/cfn-lint
   node packages   : $NODE_DIR/node_modules
