@@ -284,6 +284,17 @@ def deploy(tpl: dict, **overrides: Any) -> dict:
     false are gone, every Fn::If is replaced by the branch it takes and
     AWS::NoValue removes its key or list item. Refs to parameters stay
     (param_or_literal and is_ref_to keep working on the result)."""
+    return deployed_with(tpl, overrides)
+
+
+def deploy_any_prefix(tpl: dict, **overrides: Any) -> dict:
+    """As deploy, except that the Fn::Ifs on HasLakePrefix stay: the result
+    holds the grants for an empty and a non-empty LakePrefix alike, in the
+    form lake_object_arn and condition_is_lake_prefix_nonempty check."""
+    return deployed_with(tpl, overrides, keep=("HasLakePrefix",))
+
+
+def deployed_with(tpl: dict, overrides: dict[str, Any], keep: tuple[str, ...] = ()) -> dict:
     values = parameter_values(tpl, overrides)
     gone = object()
 
@@ -291,6 +302,8 @@ def deploy(tpl: dict, **overrides: Any) -> dict:
         if isinstance(node, dict):
             if set(node) == {"Fn::If"}:
                 cond, when_true, when_false = node["Fn::If"]
+                if cond in keep:
+                    return {"Fn::If": [cond, *(b if b == NO_VALUE else pick(b) for b in (when_true, when_false))]}
                 return pick(when_true if truth(tpl, values, {"Condition": cond}) else when_false)
             if node == NO_VALUE:
                 return gone
@@ -1080,6 +1093,9 @@ def test_publisher_exists_without_staging_too(tpl: dict) -> None:
 
 
 def test_publisher_role_is_its_own_and_least_privilege(tpl: dict) -> None:
+    """With the default parameters (TableFormat hive: no Iceberg grants,
+    see the Iceberg tests below)."""
+    tpl = deploy_any_prefix(tpl)
     _, consumer = the_function(tpl)
     pid, publisher = the_publisher(tpl)
     role_id = role_of(tpl, publisher)
@@ -1187,7 +1203,13 @@ def test_all_alarms_notify_the_alarm_topic(tpl: dict) -> None:
 # - kinesis:ListStreams (Resource "*" only) is not needed: the event source
 #   mapping is given the stream ARN.
 # - xray:PutTraceSegments would be the next candidate if tracing is enabled.
-ALLOWED_STAR_ACTIONS: dict[str, str] = {}
+ALLOWED_STAR_ACTIONS: dict[str, str] = {
+    "lakeformation:GetDataAccess": (
+        "no resource type; AWS documents it on Resource '*' for the Glue Iceberg REST endpoint "
+        "and table optimizers; only with TableFormat iceberg and IcebergCatalog glue "
+        "(test_star_resource_only_with_the_glue_catalog)"
+    ),
+}
 
 # Managed policies SAM/Lambda examples like to attach; all contain Resource "*".
 FORBIDDEN_MANAGED_POLICIES = (
@@ -1305,6 +1327,313 @@ def test_role_grants_what_the_function_needs(tpl: dict) -> None:
     for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"):
         for st in granted[action]:
             assert as_list(st["Resource"]) == [{"Fn::GetAtt": [table_id, "Arn"]}]
+
+
+# --------------------------------------------------------------------------
+# Iceberg table (TableFormat, IcebergCatalog, EnableGlueCompaction)
+# --------------------------------------------------------------------------
+
+CATALOGS = ("lake", "glue", "s3tables", "rest")
+TABLE_BUCKET = "arn:aws:s3tables:eu-west-1:123456789012:bucket/lake-tables"
+ICEBERG_ENV = ("ICEBERG_REST_URI", "ICEBERG_SIGV4_SERVICE", "ICEBERG_WAREHOUSE")
+
+
+def iceberg(catalog: str, **overrides: Any) -> dict[str, Any]:
+    """Parameter overrides of an Iceberg stack in `catalog` that the rules accept."""
+    values: dict[str, Any] = {"TableFormat": "iceberg", "IcebergCatalog": catalog}
+    if catalog == "s3tables":
+        values["IcebergWarehouse"] = TABLE_BUCKET
+    if catalog == "rest":
+        values["IcebergRestUri"] = "https://catalog.example.com/api/catalog"
+        values["IcebergWarehouse"] = "s3://warehouse"
+    values.update(overrides)
+    return values
+
+
+def publisher_env(deployed: dict) -> dict:
+    _, publisher = the_publisher(deployed)
+    return props(publisher)["Environment"]["Variables"]
+
+
+def publisher_grants(deployed: dict) -> dict[str, list]:
+    _, publisher = the_publisher(deployed)
+    return granted_actions(deployed, role_of(deployed, publisher))
+
+
+def sub_with(values: dict[str, str], node: Any) -> str:
+    """A plain Fn::Sub string with the parameters' values put in (the AWS::
+    pseudo parameters stay as ${AWS::...})."""
+    text = node["Fn::Sub"]
+    assert isinstance(text, str), node
+    return re.sub(r"\$\{([A-Za-z0-9]+)\}", lambda m: values[m.group(1)], text)
+
+
+def service_actions(deployed: dict, prefixes: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(logical id, action) of every Allow of these services, in any role."""
+    return [(lid, a) for lid, st in policy_statements(deployed) if st["Effect"] == "Allow"
+            for a in as_list(st["Action"]) if a.startswith(prefixes)]
+
+
+def test_iceberg_parameters(tpl: dict) -> None:
+    params = tpl["Parameters"]
+    assert params["TableFormat"]["Default"] == "hive"
+    assert params["TableFormat"]["AllowedValues"] == ["hive", "iceberg"]
+    assert params["IcebergCatalog"]["Default"] == "glue"
+    assert params["IcebergCatalog"]["AllowedValues"] == list(CATALOGS)
+    assert params["IcebergRestUri"]["Default"] == "" and params["IcebergWarehouse"]["Default"] == ""
+    assert params["IcebergNamespace"]["Default"] == "kinesis_lake"
+    assert params["IcebergTableName"]["Default"] == "events"
+    for name in ("IcebergNamespace", "IcebergTableName"):
+        pattern = re.compile(params[name]["AllowedPattern"])
+        assert pattern.fullmatch("kinesis_lake") and not pattern.fullmatch("Events") and not pattern.fullmatch("")
+        assert not pattern.fullmatch("a/b") and not pattern.fullmatch("a*"), name
+    compaction = params["EnableGlueCompaction"]
+    assert compaction["Default"] == "false" and compaction["AllowedValues"] == ["true", "false"]
+    # The operator must learn that the table exists only after the first
+    # publication, hence a second deployment.
+    text = " ".join(compaction["Description"].split())
+    for phrase in ("first publication", "deploy again with true"):
+        assert phrase in text, phrase
+    groups = tpl["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    (group,) = [g["Parameters"] for g in groups if g["Label"]["default"] == "Iceberg table"]
+    assert group == ["TableFormat", "IcebergCatalog", "IcebergRestUri", "IcebergWarehouse", "IcebergNamespace",
+                     "IcebergTableName", "EnableGlueCompaction"]
+
+
+def test_hive_default_has_nothing_of_iceberg(tpl: dict) -> None:
+    """TableFormat hive (the default), whatever the Iceberg parameters say: no
+    catalog variables, no Glue/S3 Tables/Lake Formation grant, no _iceberg/
+    grant, no optimizer or its role; the Hive table `events` is there."""
+    for overrides in ({}, {"IcebergCatalog": "glue", "EnableGlueCompaction": "true"},
+                      {"IcebergCatalog": "s3tables", "IcebergWarehouse": TABLE_BUCKET},
+                      {"IcebergCatalog": "rest", "IcebergRestUri": "https://catalog.example.com"}):
+        deployed = deploy(tpl, **overrides)
+        env = publisher_env(deployed)
+        assert is_ref_to(env["TABLE_FORMAT"], "TableFormat")
+        assert not set(ICEBERG_ENV) & set(env), (overrides, sorted(env))
+        assert not service_actions(deployed, ("glue:", "s3tables:", "lakeformation:")), overrides
+        assert "_iceberg" not in "".join(strings_in(deployed["Resources"])), overrides
+        assert not resources(deployed, "AWS::Glue::TableOptimizer"), overrides
+        assert not [lid for lid, r in resources(deployed, "AWS::IAM::Role").items()
+                    if "glue.amazonaws.com" in "".join(strings_in(props(r)["AssumeRolePolicyDocument"]))]
+        only_resource(deployed, "AWS::Glue::Table")
+        assert "IcebergTable" not in deployed["Outputs"]
+    assert publisher_grants(deploy(tpl)).keys() == publisher_grants(deploy(tpl, IcebergCatalog="lake")).keys()
+
+
+def test_iceberg_with_glue_gets_the_glue_endpoint(tpl: dict) -> None:
+    """The default catalog: Glue's Iceberg REST endpoint of the stack's region,
+    SigV4 for glue, the account's catalog as the warehouse."""
+    env = publisher_env(deploy(tpl, TableFormat="iceberg"))
+    assert is_ref_to(env["TABLE_FORMAT"], "TableFormat")
+    assert env["ICEBERG_REST_URI"] == {"Fn::Sub": "https://glue.${AWS::Region}.amazonaws.com/iceberg"}
+    assert env["ICEBERG_SIGV4_SERVICE"] == "glue"
+    assert env["ICEBERG_WAREHOUSE"] == {"Ref": "AWS::AccountId"}
+    assert is_ref_to(env["ICEBERG_NAMESPACE"], "IcebergNamespace")
+    assert is_ref_to(env["ICEBERG_TABLE"], "IcebergTableName")
+    assert "ICEBERG_CREDENTIAL" not in env
+
+
+def test_iceberg_catalog_variables(tpl: dict) -> None:
+    s3tables = publisher_env(deploy(tpl, **iceberg("s3tables")))
+    assert s3tables["ICEBERG_REST_URI"] == {"Fn::Sub": "https://s3tables.${AWS::Region}.amazonaws.com/iceberg"}
+    assert s3tables["ICEBERG_SIGV4_SERVICE"] == "s3tables"
+    assert is_ref_to(s3tables["ICEBERG_WAREHOUSE"], "IcebergWarehouse")
+
+    rest = publisher_env(deploy(tpl, **iceberg("rest")))
+    assert is_ref_to(rest["ICEBERG_REST_URI"], "IcebergRestUri")
+    assert is_ref_to(rest["ICEBERG_WAREHOUSE"], "IcebergWarehouse")
+    assert "ICEBERG_SIGV4_SERVICE" not in rest, "another REST server's requests are not signed"
+
+    # The catalog in the lake: no service at all.
+    lake = publisher_env(deploy(tpl, **iceberg("lake")))
+    assert not set(ICEBERG_ENV) & set(lake), sorted(lake)
+    for env in (s3tables, rest, lake):
+        assert is_ref_to(env["TABLE_FORMAT"], "TableFormat")
+        assert is_ref_to(env["ICEBERG_NAMESPACE"], "IcebergNamespace")
+        assert is_ref_to(env["ICEBERG_TABLE"], "IcebergTableName")
+    # The consumer never commits: it gets none of it.
+    for catalog in CATALOGS:
+        _, consumer = the_function(deploy(tpl, **iceberg(catalog)))
+        assert not [k for k in props(consumer)["Environment"]["Variables"] if k.startswith(("ICEBERG_", "TABLE_"))]
+
+
+def test_glue_grants_name_only_the_configured_database_and_table(tpl: dict) -> None:
+    values = {"TableFormat": "iceberg", "IcebergNamespace": "analytics", "IcebergTableName": "clicks"}
+    deployed = deploy(tpl, **values)
+    granted = publisher_grants(deployed)
+    glue = {a for a in granted if a.startswith("glue:")}
+    assert glue == {"glue:GetCatalog", "glue:GetDatabase", "glue:CreateDatabase", "glue:GetTable",
+                    "glue:CreateTable", "glue:UpdateTable"}, sorted(glue)
+    arn = "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:"
+    resolved = parameter_values(tpl, values)
+    for action in glue:
+        arns = {sub_with(resolved, r) for st in granted[action] for r in as_list(st["Resource"])}
+        assert arns == {arn + "catalog", arn + "database/analytics", arn + "table/analytics/clicks"}, action
+    # Lake Formation's data access (no resource type), nothing else on "*".
+    assert [st["Resource"] for st in granted["lakeformation:GetDataAccess"]] == ["*"]
+    assert not {a for a in granted if a.startswith(("s3tables:", "dynamodb:", "kinesis:"))}
+
+
+def test_s3tables_grants_name_only_the_table_bucket(tpl: dict) -> None:
+    granted = publisher_grants(deploy(tpl, **iceberg("s3tables")))
+    s3tables = {a for a in granted if a.startswith("s3tables:")}
+    assert s3tables == {
+        "s3tables:GetTableBucket", "s3tables:GetNamespace", "s3tables:CreateNamespace", "s3tables:GetTable",
+        "s3tables:CreateTable", "s3tables:GetTableMetadataLocation", "s3tables:UpdateTableMetadataLocation",
+        "s3tables:PutTableData", "s3tables:GetTableData",
+    }, sorted(s3tables)
+    for action in s3tables:
+        for st in granted[action]:
+            assert as_list(st["Resource"]) == [{"Fn::Sub": "${IcebergWarehouse}"},
+                                               {"Fn::Sub": "${IcebergWarehouse}/table/*"}], action
+    assert not {a for a in granted if a.startswith(("glue:", "lakeformation:"))}
+
+
+def test_iceberg_metadata_grants(tpl: dict) -> None:
+    """Any catalog: read and write the table's metadata folder under the lake
+    prefix (<LakePrefix>/_iceberg/); the lake catalog also lists it. Nothing
+    else of the publisher's S3 grants changes, and still no deletes."""
+    hive = publisher_grants(deploy_any_prefix(tpl))
+    for catalog in CATALOGS:
+        deployed = deploy_any_prefix(tpl, **iceberg(catalog))
+        granted = publisher_grants(deployed)
+        assert "s3:DeleteObject" not in granted
+        for action in ("s3:GetObject", "s3:PutObject"):
+            paths = {lake_object_arn(deployed, r) for st in granted[action] for r in as_list(st["Resource"])}
+            before = {lake_object_arn(deployed, r) for st in hive[action] for r in as_list(st["Resource"])}
+            assert paths == before | {"${Dir}_iceberg/*"}, (catalog, action, paths)
+        lists = [st for st in granted["s3:ListBucket"]]
+        iceberg_lists = [st for st in lists if "_iceberg" in "".join(strings_in(st.get("Condition", {})))]
+        if catalog == "lake":
+            (st,) = iceberg_lists
+            cond = st["Condition"]["Fn::If"]
+            assert condition_is_lake_prefix_nonempty(tpl, cond[0])
+            assert cond[1]["StringLike"]["s3:prefix"] == [{"Fn::Sub": "${LakePrefix}/_iceberg/*"}]
+            assert cond[2] == NO_VALUE
+        else:
+            assert not iceberg_lists, catalog
+
+
+def test_star_resource_only_with_the_glue_catalog(tpl: dict) -> None:
+    """Resource "*" (lakeformation:GetDataAccess) only with an Iceberg table in Glue."""
+    for catalog in CATALOGS:
+        for compaction in ("true", "false"):
+            deployed = deploy(tpl, **iceberg(catalog, EnableGlueCompaction=compaction))
+            star = [lid for lid, st in policy_statements(deployed) if "*" in as_list(st["Resource"])]
+            assert bool(star) == (catalog == "glue"), (catalog, star)
+    assert not [lid for lid, st in policy_statements(deploy(tpl)) if "*" in as_list(st["Resource"])]
+
+
+def test_glue_optimizer_only_when_its_three_conditions_hold(tpl: dict) -> None:
+    for table_format in ("hive", "iceberg"):
+        for catalog in CATALOGS:
+            for compaction in ("true", "false"):
+                deployed = deploy(tpl, **iceberg(catalog, TableFormat=table_format, EnableGlueCompaction=compaction))
+                optimizers = resources(deployed, "AWS::Glue::TableOptimizer")
+                wanted = (table_format, catalog, compaction) == ("iceberg", "glue", "true")
+                assert bool(optimizers) == wanted, (table_format, catalog, compaction, sorted(optimizers))
+                glue_roles = [lid for lid, r in resources(deployed, "AWS::IAM::Role").items()
+                              if "glue.amazonaws.com" in "".join(strings_in(props(r)["AssumeRolePolicyDocument"]))]
+                assert bool(glue_roles) == wanted, glue_roles
+
+
+def test_glue_optimizer(tpl: dict) -> None:
+    values = {"TableFormat": "iceberg", "EnableGlueCompaction": "true",
+              "IcebergNamespace": "analytics", "IcebergTableName": "clicks"}
+    deployed = deploy_any_prefix(tpl, **values)
+    _, optimizer = only_resource(deployed, "AWS::Glue::TableOptimizer")
+    p = props(optimizer)
+    assert p["Type"] == "compaction"
+    assert p["CatalogId"] == {"Ref": "AWS::AccountId"}
+    assert is_ref_to(p["DatabaseName"], "IcebergNamespace")
+    assert is_ref_to(p["TableName"], "IcebergTableName")
+    config = p["TableOptimizerConfiguration"]
+    assert is_true(config["Enabled"])
+    role_id, attr = config["RoleArn"]["Fn::GetAtt"]
+    assert attr == "Arn"
+    role = deployed["Resources"][role_id]
+    assert role["Type"] == "AWS::IAM::Role"
+    _, publisher = the_publisher(deployed)
+    assert role_id != role_of(deployed, publisher), "the optimizer needs a role of its own"
+    (trust,) = as_list(props(role)["AssumeRolePolicyDocument"]["Statement"])
+    assert trust["Principal"] == {"Service": "glue.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+
+    granted = granted_actions(deployed, role_id)
+    assert set(granted) == {
+        "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket",
+        "glue:GetTable", "glue:UpdateTable",
+        "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+        "lakeformation:GetDataAccess",
+    }, sorted(granted)
+    # S3: the lake prefix only.
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        for st in granted[action]:
+            cond, when_prefix, when_empty = st["Resource"]["Fn::If"]
+            assert condition_is_lake_prefix_nonempty(tpl, cond)
+            assert when_prefix["Fn::Sub"].endswith(".Arn}/${LakePrefix}/*")
+            assert when_empty["Fn::Sub"].endswith(".Arn}/*")
+    for st in granted["s3:ListBucket"]:
+        assert st["Condition"]["Fn::If"][1]["StringLike"]["s3:prefix"] == [{"Fn::Sub": "${LakePrefix}/*"}]
+    # Glue: this table only.
+    arn = "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:"
+    resolved = parameter_values(tpl, values)
+    for action in ("glue:GetTable", "glue:UpdateTable"):
+        arns = {sub_with(resolved, r) for st in granted[action] for r in as_list(st["Resource"])}
+        assert arns == {arn + "catalog", arn + "database/analytics", arn + "table/analytics/clicks"}, action
+    # Logs: the compaction log groups only.
+    for action in ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"):
+        for st in granted[action]:
+            (res,) = as_list(st["Resource"])
+            assert res["Fn::Sub"].endswith(":log-group:/aws-glue/iceberg-compaction/logs:*"), res
+
+
+def test_iceberg_in_glue_replaces_the_hive_table_of_the_same_name(tpl: dict) -> None:
+    """Two Glue tables cannot share a name: an Iceberg table in Glue named like
+    the Hive table `events` of the stack's database (the defaults) replaces it."""
+    deployed = deploy(tpl, TableFormat="iceberg")
+    assert not resources(deployed, "AWS::Glue::Table")
+    assert is_ref_to(deployed["Outputs"]["GlueTableName"]["Value"], "IcebergTableName")
+    # ... and only then.
+    for overrides in ({"IcebergTableName": "events_iceberg"}, {"IcebergNamespace": "iceberg"},
+                      {"IcebergCatalog": "lake"}, {"IcebergCatalog": "rest", "IcebergRestUri": "https://c.example.com"},
+                      {"IcebergCatalog": "s3tables", "IcebergWarehouse": TABLE_BUCKET}):
+        deployed = deploy(tpl, TableFormat="iceberg", **overrides)
+        table_id, _ = only_resource(deployed, "AWS::Glue::Table")
+        assert is_ref_to(deployed["Outputs"]["GlueTableName"]["Value"], table_id), overrides
+        assert deployed["Outputs"]["IcebergTable"]["Value"] == {
+            "Fn::Sub": "${IcebergCatalog}: ${IcebergNamespace}.${IcebergTableName}"}
+
+
+def test_iceberg_rules(tpl: dict) -> None:
+    """Iceberg needs staging (the publisher is the only committer); S3 Tables
+    needs the table bucket; another REST server needs its URL."""
+    for catalog in CATALOGS:
+        assert not rule_violations(tpl, **iceberg(catalog)), catalog
+        (violation,) = rule_violations(tpl, **iceberg(catalog, PublishWindowSeconds=0))
+        assert "TableFormat iceberg needs PublishWindowSeconds > 0" in " ".join(violation.split())
+    (violation,) = rule_violations(tpl, **iceberg("s3tables", IcebergWarehouse=""))
+    assert "needs IcebergWarehouse" in violation
+    (violation,) = rule_violations(tpl, **iceberg("rest", IcebergRestUri=""))
+    assert "needs IcebergRestUri" in violation
+    # An empty warehouse is fine for another REST server; hive ignores all of it.
+    assert not rule_violations(tpl, **iceberg("rest", IcebergWarehouse=""))
+    assert not rule_violations(tpl, TableFormat="hive", IcebergCatalog="s3tables", PublishWindowSeconds=0)
+
+
+@pytest.mark.parametrize("catalog", CATALOGS)
+@pytest.mark.parametrize("compaction", ["true", "false"])
+@pytest.mark.parametrize("prefix", ["lake", ""], ids=["prefix", "no-prefix"])
+def test_every_reference_resolves_with_iceberg(tpl: dict, catalog: str, compaction: str, prefix: str) -> None:
+    overrides = iceberg(catalog, EnableGlueCompaction=compaction, LakePrefix=prefix)
+    deployed = deploy(tpl, **overrides)
+    known = set(deployed["Resources"]) | set(deployed["Parameters"])
+    for section in ("Resources", "Outputs"):
+        for lid, item in deployed[section].items():
+            dangling = {r for r in referenced_ids(item) if r not in known and not r.startswith("AWS::")}
+            dangling |= {d for d in as_list(item.get("DependsOn", [])) if d not in deployed["Resources"]}
+            assert not dangling, f"{lid} names {sorted(dangling)}, absent with {overrides}"
+
 
 
 # --------------------------------------------------------------------------
