@@ -240,6 +240,20 @@ impl RestCatalog {
         Ok(Answer { status, body })
     }
 
+    /// POSTs a JSON body; `operation` names the catalog call in errors.
+    async fn post_json(
+        &self,
+        operation: &'static str,
+        url: &str,
+        body: &Json,
+        token: Option<&str>,
+    ) -> Result<Answer, CatalogError> {
+        let body = ("application/json", body.to_string().into_bytes());
+        self.send("POST", url, Some(body), token)
+            .await
+            .map_err(|m| self.err(operation, m))
+    }
+
     /// The server's path prefix and a token, asked for once.
     async fn session(&self) -> Result<(String, Option<String>), String> {
         let mut s = self.session.lock().await;
@@ -357,14 +371,8 @@ impl Catalog for RestCatalog {
             let ns = json!({ "namespace": [self.namespace], "properties": {} });
             let url = format!("{}/v1/{prefix}namespaces", self.uri);
             let a = self
-                .send(
-                    "POST",
-                    &url,
-                    Some(("application/json", ns.to_string().into_bytes())),
-                    token.as_deref(),
-                )
-                .await
-                .map_err(|m| self.err("create", m))?;
+                .post_json("create", &url, &ns, token.as_deref())
+                .await?;
             if !matches!(a.status, 200 | 201 | 204 | 409) {
                 return Err(self.err(
                     "create",
@@ -383,14 +391,8 @@ impl Catalog for RestCatalog {
             for location in [Some(table.location.as_str()), None] {
                 let req = create_request(&self.table, location, &table.fields, &table.properties);
                 a = self
-                    .send(
-                        "POST",
-                        &self.tables_url(&prefix),
-                        Some(("application/json", req.to_string().into_bytes())),
-                        token.as_deref(),
-                    )
-                    .await
-                    .map_err(|m| self.err("create", m))?;
+                    .post_json("create", &self.tables_url(&prefix), &req, token.as_deref())
+                    .await?;
                 let refused =
                     matches!(a.status, 400 | 403 | 422) && a.body.to_string().contains("location");
                 if !refused {
@@ -423,14 +425,8 @@ impl Catalog for RestCatalog {
                 "updates": commit.updates,
             });
             let a = self
-                .send(
-                    "POST",
-                    &url,
-                    Some(("application/json", body.to_string().into_bytes())),
-                    token.as_deref(),
-                )
-                .await
-                .map_err(|m| self.err("commit", m))?;
+                .post_json("commit", &url, &body, token.as_deref())
+                .await?;
             match a.status {
                 200 => Ok(CommitOutcome::Committed),
                 409 => Ok(CommitOutcome::Conflict(a.body.to_string())),
