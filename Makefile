@@ -14,10 +14,12 @@ LAKE  ?= ./lake
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-demo: ## ingest the demo fixtures into ./lake (release build), then ingest again: nothing is added
+demo: ## ingest the demo fixtures into ./lake (release build), again (nothing is added), and into ./lake-iceberg with an Iceberg table
 	cargo run --release -- ingest --lake $(LAKE) fixtures/demo-events.ndjson.gz fixtures/events.ndjson fixtures/kinesis
 	@echo "--- the same input again (exactly once: nothing new is written)"
 	cargo run --release -- ingest --lake $(LAKE) fixtures/demo-events.ndjson.gz fixtures/events.ndjson fixtures/kinesis
+	@echo "--- the same input into $(LAKE)-iceberg, also an Apache Iceberg table (its catalog in the lake: $(LAKE)-iceberg/_iceberg/)"
+	cargo run --release -- ingest --lake $(LAKE)-iceberg --table-format iceberg fixtures/demo-events.ndjson.gz fixtures/events.ndjson fixtures/kinesis
 
 setup: ## install the test tools into .tools/ (Python venv, DynamoDB Local, SeaweedFS, cargo-lambda, cfn-lint)
 	bash scripts/setup-tools.sh
