@@ -209,6 +209,8 @@ enum Command {
         /// Replay the dead letters as well as the --failed records.
         #[arg(long)]
         dead_letters: bool,
+        #[command(flatten)]
+        table: TableArgs,
         /// Print the summary as one JSON object.
         #[arg(long)]
         json: bool,
@@ -472,11 +474,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dedup,
             failed,
             dead_letters,
+            table,
             json,
         } => {
             check_dedup_window(dedup, window)?;
             let target = LakeTarget::parse(&lake, dedup_table, dedup_ttl_hours, dedup)?;
             let job = ReplayJob {
+                table,
                 filter: kinesis_lake::replay::Filter {
                     since,
                     until,
@@ -1077,6 +1081,9 @@ fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
 
 /// What a `replay` run does.
 struct ReplayJob {
+    /// The lake's Iceberg table, if it keeps one: what the replay publishes
+    /// is committed to it.
+    table: TableArgs,
     filter: kinesis_lake::replay::Filter,
     dead_letters: bool,
     failed: Vec<String>,
@@ -1216,6 +1223,13 @@ async fn run_replay<
     }
     if job.cfg.window_secs > 0 {
         let p = PublishConfig {
+            iceberg: job
+                .table
+                .iceberg(
+                    job.cfg.encode.payload_json,
+                    PublishConfig::default().target_file_bytes,
+                )
+                .await?,
             prefix: job.cfg.prefix.clone(),
             window_secs: job.cfg.window_secs,
             io_concurrency: job.cfg.io_concurrency,

@@ -349,6 +349,13 @@ fn path_encode(s: &str) -> String {
 }
 
 impl Catalog for RestCatalog {
+    fn describe(&self) -> String {
+        format!(
+            "the REST catalog {}, table {}.{}",
+            self.uri, self.namespace, self.table
+        )
+    }
+
     fn load(&self) -> BoxFuture<'_, Result<Option<Loaded>, CatalogError>> {
         Box::pin(async move {
             let (prefix, token) = self.session().await.map_err(|m| self.err("load", m))?;

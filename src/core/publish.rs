@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::encode::{EncodeOptions, EncodedFile, batch_stats, encode_file};
 use crate::core::enrich::{CreatedAtUnit, Event, enrich};
 use crate::core::iceberg::commit::{
-    IcebergError, IcebergTable, TableFile, commit_generation, data_prefix,
+    IcebergError, IcebergTable, TableFile, commit_generation, data_prefix, table_record_key,
 };
 use crate::core::parallel::{PARALLEL_MIN_BYTES, map_parallel};
 use crate::core::partition::{PartitionKey, error_object_key, join_prefix};
@@ -134,6 +134,14 @@ pub enum PublishError {
     /// The Iceberg commit failed.
     #[error("publishing: {0}")]
     Iceberg(#[from] IcebergError),
+    /// The lake keeps an Iceberg table and this run has no settings for it.
+    #[error(
+        "publishing: this lake keeps an Iceberg table ({record}): publish with --table-format iceberg and the table's catalog settings (TABLE_FORMAT=iceberg and ICEBERG_* for the function), or its windows would be missing from the table; nothing was published"
+    )]
+    TableNotConfigured {
+        /// The lake's table record.
+        record: String,
+    },
     /// A file could not be encoded.
     #[error("publishing: encoding {key} failed: {message}")]
     Encode {
@@ -255,6 +263,12 @@ pub async fn publish<O: ObjectSink>(
     now: DateTime<Utc>,
 ) -> Result<Published, Stopped> {
     let mut out = Published::default();
+    if let Err(error) = check_table_settings(sink, cfg).await {
+        return Err(Stopped {
+            published: out,
+            error,
+        });
+    }
     let windows = match windows_to_visit(sink, cfg).await {
         Ok(w) => w,
         Err(error) => {
@@ -285,6 +299,22 @@ pub async fn publish<O: ObjectSink>(
         }
     }
     Ok(out)
+}
+
+/// A lake that keeps an Iceberg table is only published with its settings.
+async fn check_table_settings<O: ObjectSink>(
+    sink: &O,
+    cfg: &PublishConfig,
+) -> Result<(), PublishError> {
+    if cfg.iceberg.is_some() {
+        return Ok(());
+    }
+    match sink.get(&table_record_key(&cfg.prefix)).await? {
+        None => Ok(()),
+        Some(record) => Err(PublishError::TableNotConfigured {
+            record: String::from_utf8_lossy(&record).into_owned(),
+        }),
+    }
 }
 
 /// The windows with a staging folder that are not final yet, oldest first,

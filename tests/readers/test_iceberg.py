@@ -142,6 +142,23 @@ def test_a_publisher_that_died_after_committing_does_not_append_again(tmp_path):
     assert sorted(uuids) == sorted(e["event_uuid"] for e in DRIFT_EVENTS[:4])
 
 
+def test_a_lake_with_a_table_is_not_published_without_it(tmp_path):
+    """A run without --table-format iceberg (a replay, a forgotten flag) would
+    leave its windows out of the table: it stages, refuses to publish, and
+    the next run with the table's settings publishes and commits them."""
+    lake = tmp_path / "lake"
+    first, second = tmp_path / "a.ndjson", tmp_path / "b.ndjson"
+    first.write_text(json.dumps(DRIFT_EVENTS[0]) + "\n")
+    second.write_text(json.dumps(DRIFT_EVENTS[1]) + "\n")
+    ingest_iceberg(lake, first)
+    r = run("ingest", "--lake", lake, "--json", second, check=False)
+    assert r.returncode != 0 and "keeps an Iceberg table" in r.stderr, r.stderr
+    assert sorted(hive_uuids(lake)) == ["d1"], "nothing published without the table"
+    run("publish", "--lake", lake, "--table-format", "iceberg", "--json")
+    uuids = static_table(lake).scan().to_arrow().column("event_uuid").to_pylist()
+    assert sorted(uuids) == sorted(hive_uuids(lake)) == ["d1", "d2"]
+
+
 def test_each_files_statistics_are_those_of_its_values(iceberg_lake):
     """Wrong bounds make engines skip files silently: every column of every
     data file, of every type, against the file's own values."""
@@ -213,13 +230,16 @@ def rest_env():
     return os.environ
 
 
-def rest_args():
+def rest_args(sigv4=False):
+    """The catalog's flags: OAuth client credentials, or SigV4 signing with
+    the AWS SDK's credentials as AWS's endpoints take (SeaweedFS takes both)."""
     env = rest_env()
+    auth = (["--iceberg-sigv4-service", "s3tables"] if sigv4 else
+            ["--iceberg-credential", f"{env['AWS_ACCESS_KEY_ID']}:{env['AWS_SECRET_ACCESS_KEY']}"])
     return ["--table-format", "iceberg",
             "--iceberg-rest-uri", env["KL_TEST_ICEBERG_REST"],
             "--iceberg-warehouse", env["KL_TEST_ICEBERG_WAREHOUSE"],
-            "--iceberg-credential", f"{env['AWS_ACCESS_KEY_ID']}:{env['AWS_SECRET_ACCESS_KEY']}",
-            "--iceberg-namespace", "kl_test", "--iceberg-table", "events"]
+            *auth, "--iceberg-namespace", "kl_test", "--iceberg-table", "events"]
 
 
 def rest_catalog():
@@ -248,8 +268,9 @@ def wait_for_table_bucket():
 def test_rest_catalog_two_publishers_commit_each_window_once(tmp_path):
     """An s3:// lake (the table bucket is SeaweedFS's, as S3 Tables': the
     catalog chooses the table's location and the data files go there), two
-    publishers at once, then a third run: one snapshot per window, every
-    event once, through pyiceberg's REST client."""
+    publishers at once (one authenticated with OAuth, one signing with
+    SigV4), then a third run: one snapshot per window, every event once,
+    through pyiceberg's REST client."""
     env = rest_env()
     wait_for_table_bucket()
     import pyarrow.fs as pafs
@@ -267,14 +288,15 @@ def test_rest_catalog_two_publishers_commit_each_window_once(tmp_path):
     run("ingest", "--lake", lake, "--dedup", "window", *window, "--no-publish", "--json", src)
     # the window closes (an s3:// lake publishes closed windows only)
     time.sleep(60 - time.time() % 60 + 1)
-    publish = [str(cli_binary()), "publish", "--lake", lake, *window, "--grace-seconds", "0",
-               *rest_args(), "--json"]
-    racers = [subprocess.Popen(publish, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for _ in range(2)]
+    publish = [str(cli_binary()), "publish", "--lake", lake, *window, "--grace-seconds", "0", "--json"]
+    # one racer with OAuth client credentials, the other signing with SigV4
+    racers = [subprocess.Popen(publish + rest_args(sigv4), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+              for sigv4 in (False, True)]
     for p in racers:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-    run(*publish[1:])
+    run(*publish[1:], *rest_args())
     table = rest_catalog().load_table("kl_test.events")
     windows = [s.summary["kinesis-lake.window"] for s in table.snapshots()]
     assert len(windows) == len(set(windows)) >= 1

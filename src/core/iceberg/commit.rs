@@ -77,6 +77,8 @@ pub trait Catalog: Send + Sync {
     fn load(&self) -> BoxFuture<'_, Result<Option<Loaded>, CatalogError>>;
     /// Creates the table (when another creates it first, loads that one).
     fn create(&self, table: NewTable) -> BoxFuture<'_, Result<Loaded, CatalogError>>;
+    /// Which catalog and table, for messages and the lake's table record.
+    fn describe(&self) -> String;
     /// Commits `commit` on top of `current`.
     fn commit<'a>(
         &'a self,
@@ -238,10 +240,21 @@ async fn load_or_create<O: ObjectSink>(
     }
 }
 
+/// The lake's record that it keeps an Iceberg table (which catalog, which
+/// table; no secrets): a publisher run without the table's settings then
+/// refuses to publish, rather than leave windows out of the table.
+pub const TABLE_RECORD: &str = "_iceberg/table.json";
+
+/// The key of the lake's table record.
+pub fn table_record_key(prefix: &str) -> String {
+    join_prefix(prefix, TABLE_RECORD)
+}
+
 /// The key prefix the table's data files go under (the table is created
-/// when missing): the lake's own, when the table's location is the lake's;
-/// else the table's data folder, `<location>/data` (a catalog that chose
-/// the location, as S3 Tables does, takes data files only there).
+/// when missing, and the lake records that it has one): the lake's own,
+/// when the table's location is the lake's; else the table's data folder,
+/// `<location>/data` (a catalog that chose the location, as S3 Tables
+/// does, takes data files only there).
 pub async fn data_prefix<O: ObjectSink>(
     sink: &O,
     prefix: &str,
@@ -257,6 +270,11 @@ pub async fn data_prefix<O: ObjectSink>(
         table.target_file_bytes,
     )
     .await?;
+    let record =
+        serde_json::json!({ "table_format": "iceberg", "catalog": catalog.get().describe() });
+    let record = Bytes::from(record.to_string());
+    sink.put_if_absent(&table_record_key(prefix), record)
+        .await?;
     let location = loaded
         .metadata
         .get("location")
@@ -579,6 +597,10 @@ impl<O: ObjectSink> LakeCatalog<'_, O> {
 }
 
 impl<O: ObjectSink> Catalog for LakeCatalog<'_, O> {
+    fn describe(&self) -> String {
+        format!("the lake's own catalog, {}", self.sink.uri(&self.folder()))
+    }
+
     fn load(&self) -> BoxFuture<'_, Result<Option<Loaded>, CatalogError>> {
         Box::pin(async move {
             let keys = self
