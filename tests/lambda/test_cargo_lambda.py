@@ -281,3 +281,33 @@ def test_window_dedup_needs_no_dedup_table_and_lands_a_retried_batch_once(tmp_pa
         assert lake_rows(consumer) == {u: 1 for u in SMALL_BATCH_UUIDS}
         metrics = [m for m in emf_lines(consumer["log"]) if "StagingObjects" in m]
         assert [(m["StagingObjects"], m["Duplicates"]) for m in metrics] == [(1, 1), (0, 9)], metrics
+
+
+def test_the_publisher_function_commits_each_window_to_the_lakes_iceberg_table(tmp_path):
+    """TABLE_FORMAT=iceberg without a REST catalog: the table's catalog is in
+    the lake's bucket (`_iceberg/metadata/`, each version created only if
+    absent); pyiceberg reads every event once; a run with nothing new adds
+    no snapshot."""
+    from pyiceberg.table import StaticTable
+
+    name = f"kl-lambda-{uuid.uuid4().hex[:12]}"
+    publisher_env = {"LAKE_FUNCTION": "publish", "DEDUP_TABLE": None, "PUBLISH_WINDOW_SECONDS": "60",
+                     "TABLE_FORMAT": "iceberg"}
+    with watching(tmp_path, name, {"PUBLISH_WINDOW_SECONDS": "60"}, f"ice-consumer-{name}") as consumer, \
+            watching(tmp_path, name, publisher_env, f"ice-publisher-{name}") as publisher:
+        assert invoke(consumer["port"]) == {"batchItemFailures": []}, consumer["tail"]()
+        for _ in range(2):
+            done = invoke(publisher["port"], json.dumps({"publish_open_windows": True}))
+            assert "events" in done, f"{done}\n{publisher['tail']()}"
+        versions = sorted(k for k in s3_keys(consumer["s3"], name)
+                          if k.startswith(f"{PREFIX}/_iceberg/metadata/v") and k.endswith(".metadata.json"))
+        # v1 created, v2 the one snapshot: the second run committed nothing
+        assert [k.rsplit("/", 1)[1] for k in versions] == ["v1.metadata.json", "v2.metadata.json"]
+        table = StaticTable.from_metadata(
+            f"s3://{name}/{versions[-1]}",
+            properties={"s3.endpoint": consumer["s3"], "s3.access-key-id": env("AWS_ACCESS_KEY_ID"),
+                        "s3.secret-access-key": env("AWS_SECRET_ACCESS_KEY"), "s3.region": env("AWS_REGION"),
+                        "s3.path-style-access": "true"})
+        uuids = table.scan().to_arrow().column("event_uuid").to_pylist()
+        assert sorted(uuids) == sorted(SMALL_BATCH_UUIDS)
+        assert len(table.snapshots()) == 1
