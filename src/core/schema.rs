@@ -146,7 +146,7 @@ impl Default for LakeSchema {
 
 /// Whether two column names are one name to readers that ignore case
 /// (Unicode lower case, as Spark's and Hive's resolution compare them).
-fn same_to_readers(a: &str, b: &str) -> bool {
+pub fn same_to_readers(a: &str, b: &str) -> bool {
     if a.is_ascii() && b.is_ascii() {
         a.eq_ignore_ascii_case(b)
     } else {

@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 import pytest
 from pyiceberg.table import StaticTable
 
-from conftest import DRIFT_EVENTS, FIXTURES, ROOT, clear_of_window_end, cli_binary, demo_events
+from conftest import (CASE_COLUMNS, CASE_EVENTS, DRIFT_EVENTS, FIXTURES, ROOT, clear_of_window_end,
+                      cli_binary, demo_events)
 
 DUCKDB_ICEBERG = ROOT / ".tools" / "duckdb-iceberg"
 
@@ -157,6 +158,21 @@ def test_a_lake_with_a_table_is_not_published_without_it(tmp_path):
     run("publish", "--lake", lake, "--table-format", "iceberg", "--json")
     uuids = static_table(lake).scan().to_arrow().column("event_uuid").to_pylist()
     assert sorted(uuids) == sorted(hive_uuids(lake)) == ["d1", "d2"]
+
+
+def test_names_that_differ_only_in_case_read_back_under_their_columns(tmp_path):
+    """The lake gives `Country` and `country` columns of their own (`country_`):
+    through the table each value reads back under its column."""
+    lake = tmp_path / "lake"
+    src = tmp_path / "case.ndjson"
+    src.write_text("".join(json.dumps(e) + "\n" for e in CASE_EVENTS))
+    ingest_iceberg(lake, src)
+    rows = {r["event_uuid"]: r for r in static_table(lake).scan().to_arrow().to_pylist()}
+    assert sorted(rows) == sorted(e["event_uuid"] for e in CASE_EVENTS)
+    for e in CASE_EVENTS:
+        for field, column in CASE_COLUMNS.items():
+            if field in e:
+                assert rows[e["event_uuid"]][column] in (e[field], str(e[field])), (field, column)
 
 
 def test_each_files_statistics_are_those_of_its_values(iceberg_lake):

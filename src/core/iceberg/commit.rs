@@ -26,7 +26,7 @@ use crate::core::iceberg::table::{
 };
 use crate::core::parquet_file::{ColumnStats, ColumnType};
 use crate::core::partition::join_prefix;
-use crate::core::schema::LakeSchema;
+use crate::core::schema::{LakeSchema, same_to_readers};
 use crate::core::sink::{ObjectSink, SinkError};
 
 /// A table's metadata as a catalog returned it.
@@ -321,16 +321,13 @@ pub async fn commit_generation<O: ObjectSink>(
         let current = current_fields(meta);
         let evolved = evolve(&current, last_id, &wanted);
         let fields = evolved.as_ref().map_or(&current, |(f, _)| f);
-        let commit = plan_snapshot(
-            sink,
-            meta,
-            evolved.as_ref(),
+        let schema = SchemaPlan {
+            evolved: evolved.as_ref(),
             fields,
-            (window, generation),
-            files,
-            now_ms,
-        )
-        .await?;
+            lake: &wanted,
+        };
+        let commit =
+            plan_snapshot(sink, meta, &schema, (window, generation), files, now_ms).await?;
         match catalog.commit(&loaded, &commit).await? {
             CommitOutcome::Committed => {
                 tracing::info!(
@@ -395,17 +392,30 @@ fn new_table<O: ObjectSink>(
     }
 }
 
+/// The table's schema for a commit: the fields after growing (`evolved`,
+/// when the lake gained columns), and the lake's own column names.
+#[derive(Clone, Copy)]
+struct SchemaPlan<'a> {
+    evolved: Option<&'a (Vec<Field>, i32)>,
+    fields: &'a [Field],
+    lake: &'a [(String, &'static str)],
+}
+
 /// Writes the manifest and manifest list of the generation's snapshot on
 /// top of `meta`, and returns the commit that adds it.
 async fn plan_snapshot<O: ObjectSink>(
     sink: &O,
     meta: &Json,
-    evolved: Option<&(Vec<Field>, i32)>,
-    fields: &[Field],
+    schema: &SchemaPlan<'_>,
     (window, generation): (&str, u32),
     files: &[TableFile],
     now_ms: i64,
 ) -> Result<Commit, IcebergError> {
+    let SchemaPlan {
+        evolved,
+        fields,
+        lake,
+    } = *schema;
     let id = snapshot_id(window, generation);
     let sequence = next_sequence_number(meta);
     let parent = current_snapshot(meta);
@@ -468,7 +478,7 @@ async fn plan_snapshot<O: ObjectSink>(
         added,
         timestamp_ms: now_ms,
     };
-    Ok(append_commit(meta, evolved, &snap))
+    Ok(append_commit(meta, evolved, lake, &snap))
 }
 
 /// The key of the folder the table's metadata files go in.
@@ -521,7 +531,10 @@ fn data_file<O: ObjectSink>(sink: &O, f: &TableFile, fields: &[Field]) -> DataFi
         .columns
         .iter()
         .filter_map(|c| {
-            let id = fields.iter().find(|x| x.name == c.name)?.id;
+            let id = fields
+                .iter()
+                .find(|x| same_to_readers(&x.name, &c.name))?
+                .id;
             Some(ColumnMetrics {
                 id,
                 bytes: c.bytes,
@@ -742,7 +755,7 @@ mod tests {
             timestamp_ms: 3,
         };
         let outcome = catalog
-            .commit(&stale, &append_commit(&stale.metadata, None, &snap))
+            .commit(&stale, &append_commit(&stale.metadata, None, &[], &snap))
             .await;
         assert!(
             matches!(outcome, Ok(CommitOutcome::Conflict(_))),

@@ -9,7 +9,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::core::columns::{FIXED_COLUMNS, PAYLOAD_JSON_COLUMN};
 use crate::core::iceberg::manifest::FIRST_PARTITION_FIELD_ID;
 use crate::core::partition::PARTITION_COLUMNS;
-use crate::core::schema::LakeSchema;
+use crate::core::schema::{LakeSchema, same_to_readers};
 use crate::core::value::Kind;
 
 /// The snapshot summary property holding the published window's id.
@@ -61,7 +61,9 @@ pub fn wanted_columns(lake: &LakeSchema, payload_json: bool) -> Vec<(String, &'s
 
 /// The fields of `current` followed by those of `wanted` it lacks, with new
 /// ids after `last_id`: the schema only grows, and a field keeps its id.
-/// `None` when nothing is new.
+/// Names match as readers that ignore case match them (a catalog may keep
+/// `Country` as `country`; the lake schema never holds two names that
+/// differ only in case). `None` when nothing is new.
 pub fn evolve(
     current: &[Field],
     last_id: i32,
@@ -70,7 +72,7 @@ pub fn evolve(
     let mut fields = current.to_vec();
     let mut last = last_id;
     for (name, ty) in wanted {
-        if !fields.iter().any(|f| f.name == *name) {
+        if !fields.iter().any(|f| same_to_readers(&f.name, name)) {
             last += 1;
             fields.push(Field {
                 id: last,
@@ -100,7 +102,10 @@ pub fn spec_json(fields: &[Field]) -> Json {
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let source = fields.iter().find(|f| f.name == *name).map_or(0, |f| f.id);
+            let source = fields
+                .iter()
+                .find(|f| same_to_readers(&f.name, name))
+                .map_or(0, |f| f.id);
             json!({
                 "name": name,
                 "transform": "identity",
@@ -115,10 +120,24 @@ pub fn spec_json(fields: &[Field]) -> Json {
 /// The name mapping of the fields: our data files carry no field ids, so
 /// readers find each column by its name.
 pub fn name_mapping(fields: &[Field]) -> String {
+    name_mapping_for(fields, &[])
+}
+
+/// The name mapping of the fields, each also under the lake's spelling of
+/// its name where the table's differs in case (the files carry the lake's).
+pub fn name_mapping_for(fields: &[Field], lake: &[(String, &'static str)]) -> String {
     Json::Array(
         fields
             .iter()
-            .map(|f| json!({ "field-id": f.id, "names": [f.name] }))
+            .map(|f| {
+                let mut names = vec![f.name.as_str()];
+                names.extend(
+                    lake.iter()
+                        .map(|(n, _)| n.as_str())
+                        .filter(|n| *n != f.name && same_to_readers(n, &f.name)),
+                );
+                json!({ "field-id": f.id, "names": names })
+            })
             .collect(),
     )
     .to_string()
@@ -221,10 +240,12 @@ pub struct NewSnapshot<'a> {
 }
 
 /// The commit that adds `snap` on top of the table as `meta` describes it,
-/// first growing the schema to `evolved` when it gained columns.
+/// first growing the schema to `evolved` when it gained columns; `lake` is
+/// the lake's columns (their spellings go into the name mapping).
 pub fn append_commit(
     meta: &Json,
     evolved: Option<&(Vec<Field>, i32)>,
+    lake: &[(String, &'static str)],
     snap: &NewSnapshot<'_>,
 ) -> Commit {
     let parent = current_snapshot(meta);
@@ -263,7 +284,7 @@ pub fn append_commit(
     // nulls, so it is set whenever it is missing or behind the schema (a
     // table someone else created, with Athena's DDL say, has none)
     let fields = evolved.map_or_else(|| current_fields(meta), |(f, _)| f.clone());
-    let mapping = name_mapping(&fields);
+    let mapping = name_mapping_for(&fields, lake);
     let property = format!("/properties/{}", NAME_MAPPING_PROPERTY.replace('/', "~1"));
     if meta.pointer(&property).and_then(Json::as_str) != Some(mapping.as_str()) {
         updates.push(
@@ -590,7 +611,7 @@ mod tests {
             0,
         );
         assert_eq!(committed_snapshot(&meta, "w1", 0), None);
-        let first = append_commit(&meta, None, &snap("w1", 0));
+        let first = append_commit(&meta, None, &[], &snap("w1", 0));
         let meta1 = apply(&meta, &first, "v1", 10).expect("first commit");
         let id1 = snapshot_id("w1", 0);
         assert_eq!(committed_snapshot(&meta1, "w1", 0), Some(id1));
@@ -602,9 +623,9 @@ mod tests {
         assert_eq!(meta1["snapshots"][0]["summary"]["total-records"], "10");
 
         // a commit planned on the old metadata conflicts once another landed
-        let stale = append_commit(&meta, None, &snap("w2", 0));
+        let stale = append_commit(&meta, None, &[], &snap("w2", 0));
         assert!(apply(&meta1, &stale, "v2", 20).is_err());
-        let second = append_commit(&meta1, None, &snap("w2", 0));
+        let second = append_commit(&meta1, None, &[], &snap("w2", 0));
         let meta2 = apply(&meta1, &second, "v2", 20).expect("second commit");
         let s2 = current_snapshot(&meta2).expect("current");
         assert_eq!(s2["parent-snapshot-id"].as_i64(), Some(id1));
@@ -624,7 +645,7 @@ mod tests {
             0,
         );
         let grown = evolve(&f, 1, &[("price".to_string(), "double")]).expect("grown");
-        let c = append_commit(&meta, Some(&grown), &snap("w1", 0));
+        let c = append_commit(&meta, Some(&grown), &[], &snap("w1", 0));
         let meta1 = apply(&meta, &c, "v1", 10).expect("commit");
         assert_eq!(meta1["current-schema-id"], 1);
         assert_eq!(current_fields(&meta1), grown.0);
@@ -646,12 +667,26 @@ mod tests {
         let mut props = new_table_properties(&f, 1, None, None);
         props.remove(NAME_MAPPING_PROPERTY);
         let meta = new_metadata("s3://b/lake", "u-1", &f, &props, 0);
-        let c = append_commit(&meta, None, &snap("w1", 0));
+        let c = append_commit(&meta, None, &[], &snap("w1", 0));
         let meta1 = apply(&meta, &c, "v1", 10).expect("commit");
         assert_eq!(meta1["properties"][NAME_MAPPING_PROPERTY], name_mapping(&f));
         // once current, a commit leaves it alone
-        let c2 = append_commit(&meta1, None, &snap("w2", 0));
+        let c2 = append_commit(&meta1, None, &[], &snap("w2", 0));
         assert!(!c2.updates.iter().any(|u| u["action"] == "set-properties"));
+    }
+
+    #[test]
+    fn a_catalog_that_lowercased_a_name_keeps_its_field_and_maps_the_lakes_spelling() {
+        // a table whose catalog keeps `Country` as `country` (Athena's DDL, Glue)
+        let table = fields(&[("event_uuid", "string"), ("country", "string")]);
+        let lake = vec![
+            ("event_uuid".to_string(), "string"),
+            ("Country".to_string(), "string"),
+        ];
+        assert_eq!(evolve(&table, 2, &lake), None, "no second Country column");
+        let mapping: Json = serde_json::from_str(&name_mapping_for(&table, &lake)).expect("json");
+        assert_eq!(mapping[1]["names"], json!(["country", "Country"]));
+        assert_eq!(mapping[0]["names"], json!(["event_uuid"]));
     }
 
     #[test]
