@@ -611,7 +611,13 @@ impl<O: ObjectSink> LakeCatalog<'_, O> {
 
 impl<O: ObjectSink> Catalog for LakeCatalog<'_, O> {
     fn describe(&self) -> String {
-        format!("the lake's own catalog, {}", self.sink.uri(&self.folder()))
+        // relative to the lake: a copied lake's record stays true
+        let folder = self.folder();
+        let relative = folder.strip_prefix(self.prefix).unwrap_or(&folder);
+        format!(
+            "the lake's own catalog, in {}",
+            relative.trim_start_matches('/')
+        )
     }
 
     fn load(&self) -> BoxFuture<'_, Result<Option<Loaded>, CatalogError>> {
