@@ -240,18 +240,37 @@ impl RestCatalog {
         Ok(Answer { status, body })
     }
 
-    /// POSTs a JSON body; `operation` names the catalog call in errors.
-    async fn post_json(
+    /// A catalog request to `path` (after the server's `v1/<prefix>`), with a
+    /// JSON body or none; `operation` names the call in errors. A token that
+    /// expired (a warm function outlives it) is asked for again, once.
+    async fn call(
         &self,
         operation: &'static str,
-        url: &str,
-        body: &Json,
-        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&Json>,
     ) -> Result<Answer, CatalogError> {
-        let body = ("application/json", body.to_string().into_bytes());
-        self.send("POST", url, Some(body), token)
-            .await
-            .map_err(|m| self.err(operation, m))
+        let first = self.call_once(method, path, body).await;
+        let expired = matches!(&first, Ok(a) if matches!(a.status, 401 | 419));
+        let answer = if expired && self.credential.is_some() {
+            *self.session.lock().await = None;
+            self.call_once(method, path, body).await
+        } else {
+            first
+        };
+        answer.map_err(|m| self.err(operation, m))
+    }
+
+    async fn call_once(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Json>,
+    ) -> Result<Answer, String> {
+        let (prefix, token) = self.session().await?;
+        let url = format!("{}/v1/{prefix}{path}", self.uri);
+        let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+        self.send(method, &url, body, token.as_deref()).await
     }
 
     /// The server's path prefix and a token, asked for once.
@@ -306,12 +325,14 @@ impl RestCatalog {
         Ok(v)
     }
 
-    fn tables_url(&self, prefix: &str) -> String {
-        format!(
-            "{}/v1/{prefix}namespaces/{}/tables",
-            self.uri,
-            path_encode(&self.namespace)
-        )
+    /// The path of the namespace's tables.
+    fn tables_path(&self) -> String {
+        format!("namespaces/{}/tables", path_encode(&self.namespace))
+    }
+
+    /// The path of the table.
+    fn table_path(&self) -> String {
+        format!("{}/{}", self.tables_path(), path_encode(&self.table))
     }
 
     async fn loaded(&self, operation: &'static str, a: Answer) -> Result<Loaded, CatalogError> {
@@ -358,12 +379,7 @@ impl Catalog for RestCatalog {
 
     fn load(&self) -> BoxFuture<'_, Result<Option<Loaded>, CatalogError>> {
         Box::pin(async move {
-            let (prefix, token) = self.session().await.map_err(|m| self.err("load", m))?;
-            let url = format!("{}/{}", self.tables_url(&prefix), path_encode(&self.table));
-            let a = self
-                .send("GET", &url, None, token.as_deref())
-                .await
-                .map_err(|m| self.err("load", m))?;
+            let a = self.call("load", "GET", &self.table_path(), None).await?;
             match a.status {
                 200 => Ok(Some(self.loaded("load", a).await?)),
                 404 => Ok(None),
@@ -374,12 +390,8 @@ impl Catalog for RestCatalog {
 
     fn create(&self, table: NewTable) -> BoxFuture<'_, Result<Loaded, CatalogError>> {
         Box::pin(async move {
-            let (prefix, token) = self.session().await.map_err(|m| self.err("create", m))?;
             let ns = json!({ "namespace": [self.namespace], "properties": {} });
-            let url = format!("{}/v1/{prefix}namespaces", self.uri);
-            let a = self
-                .post_json("create", &url, &ns, token.as_deref())
-                .await?;
+            let a = self.call("create", "POST", "namespaces", Some(&ns)).await?;
             if !matches!(a.status, 200 | 201 | 204 | 409) {
                 return Err(self.err(
                     "create",
@@ -398,7 +410,7 @@ impl Catalog for RestCatalog {
             for location in [Some(table.location.as_str()), None] {
                 let req = create_request(&self.table, location, &table.fields, &table.properties);
                 a = self
-                    .post_json("create", &self.tables_url(&prefix), &req, token.as_deref())
+                    .call("create", "POST", &self.tables_path(), Some(&req))
                     .await?;
                 let refused =
                     matches!(a.status, 400 | 403 | 422) && a.body.to_string().contains("location");
@@ -424,15 +436,13 @@ impl Catalog for RestCatalog {
         commit: &'a Commit,
     ) -> BoxFuture<'a, Result<CommitOutcome, CatalogError>> {
         Box::pin(async move {
-            let (prefix, token) = self.session().await.map_err(|m| self.err("commit", m))?;
-            let url = format!("{}/{}", self.tables_url(&prefix), path_encode(&self.table));
             let body = json!({
                 "identifier": { "namespace": [self.namespace], "name": self.table },
                 "requirements": commit.requirements,
                 "updates": commit.updates,
             });
             let a = self
-                .post_json("commit", &url, &body, token.as_deref())
+                .call("commit", "POST", &self.table_path(), Some(&body))
                 .await?;
             match a.status {
                 200 => Ok(CommitOutcome::Committed),
