@@ -44,13 +44,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::core::iceberg::TableFormat;
-
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 
 use crate::core::dedup::DedupMode;
+use crate::core::iceberg::TableFormat;
 
 /// A configuration that cannot work. Says which setting and what to do.
 #[derive(Debug, thiserror::Error)]
