@@ -21,8 +21,8 @@ use crate::core::iceberg::manifest::{
 };
 use crate::core::iceberg::table::{
     Commit, Field, NewSnapshot, append_commit, committed_snapshot, current_fields,
-    current_snapshot, evolve, new_metadata, new_table_properties, next_sequence_number,
-    schema_json, snapshot_id, spec_json, wanted_columns,
+    current_snapshot, current_snapshot_id, evolve, new_metadata, new_table_properties,
+    next_sequence_number, schema_json, snapshot_id, snapshot_schema_id, spec_json, wanted_columns,
 };
 use crate::core::parquet_file::{ColumnStats, ColumnType};
 use crate::core::partition::join_prefix;
@@ -419,23 +419,10 @@ async fn plan_snapshot<O: ObjectSink>(
     let id = snapshot_id(window, generation);
     let sequence = next_sequence_number(meta);
     let parent = current_snapshot(meta);
-    let parent_id = parent
-        .and_then(|s| s.get("snapshot-id"))
-        .and_then(Json::as_i64);
+    let parent_id = current_snapshot_id(meta);
     let metadata_dir = metadata_folder(sink, meta)?;
     let data_files: Vec<DataFile> = files.iter().map(|f| data_file(sink, f, fields)).collect();
-    let schema_id = evolved.map_or_else(
-        || {
-            meta.get("current-schema-id")
-                .and_then(Json::as_i64)
-                .unwrap_or(0)
-        },
-        |_| {
-            meta.get("schemas")
-                .and_then(Json::as_array)
-                .map_or(0, |s| s.len() as i64)
-        },
-    );
+    let schema_id = snapshot_schema_id(meta, evolved.is_some());
     // one name per snapshot and parent: two publishers of one generation on
     // one parent write the same bytes
     let stem = format!("{id}-p{}", parent_id.unwrap_or(0));

@@ -249,14 +249,8 @@ pub fn append_commit(
     snap: &NewSnapshot<'_>,
 ) -> Commit {
     let parent = current_snapshot(meta);
-    let parent_id = parent
-        .and_then(|s| s.get("snapshot-id"))
-        .and_then(Json::as_i64);
-    let sequence = meta
-        .get("last-sequence-number")
-        .and_then(Json::as_i64)
-        .unwrap_or(0)
-        + 1;
+    let parent_id = current_snapshot_id(meta);
+    let sequence = next_sequence_number(meta);
     let mut requirements = vec![json!({
         "type": "assert-ref-snapshot-id", "ref": MAIN_BRANCH, "snapshot-id": parent_id,
     })];
@@ -264,21 +258,17 @@ pub fn append_commit(
         requirements.push(json!({ "type": "assert-table-uuid", "uuid": uuid }));
     }
     let mut updates = Vec::new();
-    let mut schema_id = meta
-        .get("current-schema-id")
-        .and_then(Json::as_i64)
-        .unwrap_or(0);
+    let schema_id = snapshot_schema_id(meta, evolved.is_some());
     if let Some((fields, last)) = evolved {
-        let next_id = snapshots_or_schemas_max(meta, "schemas", "schema-id") + 1;
+        let current = current_schema_id(meta);
         requirements
-            .push(json!({ "type": "assert-current-schema-id", "current-schema-id": schema_id }));
+            .push(json!({ "type": "assert-current-schema-id", "current-schema-id": current }));
         requirements.push(json!({
             "type": "assert-last-assigned-field-id",
             "last-assigned-field-id": meta.get("last-column-id").and_then(Json::as_i64).unwrap_or(0),
         }));
-        updates.push(json!({ "action": "add-schema", "schema": schema_json(next_id, fields), "last-column-id": last }));
+        updates.push(json!({ "action": "add-schema", "schema": schema_json(schema_id, fields), "last-column-id": last }));
         updates.push(json!({ "action": "set-current-schema", "schema-id": -1 }));
-        schema_id = next_id;
     }
     // our files carry no field ids: without the name mapping readers see
     // nulls, so it is set whenever it is missing or behind the schema (a
@@ -340,14 +330,32 @@ pub fn append_commit(
     }
 }
 
-fn snapshots_or_schemas_max(meta: &Json, list: &str, key: &str) -> i64 {
-    meta.get(list)
+/// The id of the main branch's snapshot, if any.
+pub fn current_snapshot_id(meta: &Json) -> Option<i64> {
+    current_snapshot(meta)?.get("snapshot-id")?.as_i64()
+}
+
+fn current_schema_id(meta: &Json) -> i64 {
+    meta.get("current-schema-id")
+        .and_then(Json::as_i64)
+        .unwrap_or(0)
+}
+
+/// The schema id a commit on `meta` writes its files with: the current
+/// one, or, when the commit grows the schema, the id after the highest in
+/// use (the manifest and the snapshot must name the same).
+pub fn snapshot_schema_id(meta: &Json, grows: bool) -> i64 {
+    if !grows {
+        return current_schema_id(meta);
+    }
+    let highest = meta
+        .get("schemas")
         .and_then(Json::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|s| s.get(key).and_then(Json::as_i64))
-        .max()
-        .unwrap_or(-1)
+        .filter_map(|s| s.get("schema-id").and_then(Json::as_i64))
+        .max();
+    highest.map_or(0, |h| h + 1)
 }
 
 /// The sequence number a commit on `meta` gives its snapshot.
@@ -687,6 +695,39 @@ mod tests {
         let mapping: Json = serde_json::from_str(&name_mapping_for(&table, &lake)).expect("json");
         assert_eq!(mapping[1]["names"], json!(["country", "Country"]));
         assert_eq!(mapping[0]["names"], json!(["event_uuid"]));
+    }
+
+    #[test]
+    fn a_grown_schema_takes_the_id_after_the_highest_whatever_the_count() {
+        // another engine left schemas 0 and 3 (ids need not be 0..n-1)
+        let f = fields(&[("event_uuid", "string")]);
+        let mut meta = new_metadata(
+            "s3://b/lake",
+            "u-1",
+            &f,
+            &new_table_properties(&f, 1, None, None),
+            0,
+        );
+        meta["schemas"]
+            .as_array_mut()
+            .expect("schemas")
+            .push(schema_json(3, &f));
+        let grown = evolve(&f, 1, &[("price".to_string(), "double")]).expect("grown");
+        assert_eq!(snapshot_schema_id(&meta, true), 4);
+        assert_eq!(snapshot_schema_id(&meta, false), 0);
+        let c = append_commit(&meta, Some(&grown), &[], &snap("w1", 0));
+        let added = c
+            .updates
+            .iter()
+            .find(|u| u["action"] == "add-schema")
+            .expect("add-schema");
+        let snapshot = c
+            .updates
+            .iter()
+            .find(|u| u["action"] == "add-snapshot")
+            .expect("add-snapshot");
+        assert_eq!(added["schema"]["schema-id"], 4);
+        assert_eq!(snapshot["snapshot"]["schema-id"], 4);
     }
 
     #[test]
