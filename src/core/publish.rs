@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use crate::core::encode::{EncodeOptions, EncodedFile, batch_stats, encode_file};
 use crate::core::enrich::{CreatedAtUnit, Event, enrich};
 use crate::core::iceberg::commit::{
-    IcebergError, IcebergTable, TableFile, commit_generation, data_prefix, table_record_key,
+    Generation, IcebergError, IcebergTable, TableFile, commit_generation, place, record_table,
+    table_record_key,
 };
 use crate::core::parallel::{PARALLEL_MIN_BYTES, map_parallel};
 use crate::core::partition::{PartitionKey, error_object_key, join_prefix};
@@ -301,13 +302,14 @@ pub async fn publish<O: ObjectSink>(
     Ok(out)
 }
 
-/// A lake that keeps an Iceberg table is only published with its settings.
+/// A lake that keeps an Iceberg table is only published with its settings;
+/// a run with them records the table (once per run, before any window).
 async fn check_table_settings<O: ObjectSink>(
     sink: &O,
     cfg: &PublishConfig,
 ) -> Result<(), PublishError> {
-    if cfg.iceberg.is_some() {
-        return Ok(());
+    if let Some(table) = &cfg.iceberg {
+        return Ok(record_table(sink, &cfg.prefix, table).await?);
     }
     match sink.get(&table_record_key(&cfg.prefix)).await? {
         None => Ok(()),
@@ -581,32 +583,30 @@ async fn carry_out<O: ObjectSink>(
         by_partition.entry(&e.partition).or_default().push(e);
     }
     let enriched_at = started.elapsed();
-    // the table's data folder: the lake's, unless its catalog placed it
-    let data_prefix = match &cfg.iceberg {
-        Some(table) => data_prefix(sink, &cfg.prefix, table).await?,
-        None => cfg.prefix.clone(),
+    // the table as this generation finds it, and its data folder: the
+    // lake's, unless its catalog placed it
+    let placed = match &cfg.iceberg {
+        Some(table) => Some(place(sink, &cfg.prefix, table).await?),
+        None => None,
     };
+    let data_prefix = placed.as_ref().map_or(&cfg.prefix, |p| &p.data_prefix);
     let (table_files, schema) =
-        write_files(sink, cfg, plan, &by_partition, &data_prefix, resuming).await?;
+        write_files(sink, cfg, plan, &by_partition, data_prefix, resuming).await?;
     let files: Vec<PublishedFile> = table_files.iter().map(PublishedFile::from).collect();
     let files_at = started.elapsed();
     if !rejects.is_empty() {
         write_rejects(sink, cfg, plan, &rejects, now).await?;
     }
-    if let (Some(table), Some(schema)) = (&cfg.iceberg, &schema) {
+    if let (Some(table), Some(placed), Some(schema)) = (&cfg.iceberg, placed, &schema) {
         // before the done record: a publisher that dies in between runs the
         // plan again and finds the window in the table's snapshots
-        let id = (plan.window.as_str(), plan.generation);
-        commit_generation(
-            sink,
-            &cfg.prefix,
-            table,
-            schema,
-            id,
-            &table_files,
-            now.timestamp_millis(),
-        )
-        .await?;
+        let generation = Generation {
+            window: &plan.window,
+            generation: plan.generation,
+            files: &table_files,
+            now_ms: now.timestamp_millis(),
+        };
+        commit_generation(sink, &cfg.prefix, table, schema, &generation, placed.loaded).await?;
     }
     let uuids: String = rows
         .iter()

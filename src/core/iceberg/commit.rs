@@ -250,16 +250,40 @@ pub fn table_record_key(prefix: &str) -> String {
     join_prefix(prefix, TABLE_RECORD)
 }
 
-/// The key prefix the table's data files go under (the table is created
-/// when missing, and the lake records that it has one): the lake's own,
-/// when the table's location is the lake's; else the table's data folder,
-/// `<location>/data` (a catalog that chose the location, as S3 Tables
-/// does, takes data files only there).
-pub async fn data_prefix<O: ObjectSink>(
+/// Records in the lake that it keeps this table (once: a record already
+/// there is left as it is).
+pub async fn record_table<O: ObjectSink>(
     sink: &O,
     prefix: &str,
     table: &IcebergTable,
-) -> Result<String, IcebergError> {
+) -> Result<(), IcebergError> {
+    let catalog = CatalogRef::of(sink, prefix, table);
+    let record =
+        serde_json::json!({ "table_format": "iceberg", "catalog": catalog.get().describe() });
+    sink.put_if_absent(&table_record_key(prefix), Bytes::from(record.to_string()))
+        .await?;
+    Ok(())
+}
+
+/// The table as a generation's publication finds it, and where its data
+/// files go.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    /// The key prefix of the data files.
+    pub data_prefix: String,
+    /// The table's metadata (the commit's first plan starts from it).
+    pub loaded: Loaded,
+}
+
+/// Loads the table (created when missing) and places its data files: under
+/// the lake's own prefix when the table's location is the lake's; else in
+/// the table's data folder, `<location>/data` (a catalog that chose the
+/// location, as S3 Tables does, takes data files only there).
+pub async fn place<O: ObjectSink>(
+    sink: &O,
+    prefix: &str,
+    table: &IcebergTable,
+) -> Result<Placed, IcebergError> {
     let catalog = CatalogRef::of(sink, prefix, table);
     let wanted = wanted_columns(&LakeSchema::default(), table.payload_json);
     let loaded = load_or_create(
@@ -270,11 +294,18 @@ pub async fn data_prefix<O: ObjectSink>(
         table.target_file_bytes,
     )
     .await?;
-    let record =
-        serde_json::json!({ "table_format": "iceberg", "catalog": catalog.get().describe() });
-    let record = Bytes::from(record.to_string());
-    sink.put_if_absent(&table_record_key(prefix), record)
-        .await?;
+    let data_prefix = data_prefix_of(sink, prefix, &loaded)?;
+    Ok(Placed {
+        data_prefix,
+        loaded,
+    })
+}
+
+fn data_prefix_of<O: ObjectSink>(
+    sink: &O,
+    prefix: &str,
+    loaded: &Loaded,
+) -> Result<String, IcebergError> {
     let location = loaded
         .metadata
         .get("location")
@@ -291,25 +322,47 @@ pub async fn data_prefix<O: ObjectSink>(
     })
 }
 
-/// Commits a published generation's files: creates the table if it has
-/// none, grows its schema, and appends one snapshot, unless one already
-/// holds this window's generation.
+/// A published generation, as committed to the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Generation<'a> {
+    /// The window's id.
+    pub window: &'a str,
+    /// The generation.
+    pub generation: u32,
+    /// Its data files.
+    pub files: &'a [TableFile],
+    /// The commit's time.
+    pub now_ms: i64,
+}
+
+/// Commits a published generation's files on top of the table as `loaded`
+/// (from [`place`]) describes it: grows its schema, and appends one
+/// snapshot, unless one already holds this window's generation; after a
+/// conflict, plans again on the table loaded anew.
 pub async fn commit_generation<O: ObjectSink>(
     sink: &O,
     prefix: &str,
     table: &IcebergTable,
     lake: &LakeSchema,
-    (window, generation): (&str, u32),
-    files: &[TableFile],
-    now_ms: i64,
+    g: &Generation<'_>,
+    loaded: Loaded,
 ) -> Result<Committed, IcebergError> {
+    let Generation {
+        window,
+        generation,
+        files,
+        now_ms,
+    } = *g;
     let catalog = CatalogRef::of(sink, prefix, table);
     let catalog = catalog.get();
     let wanted = wanted_columns(lake, table.payload_json);
     let mut last = String::new();
+    let mut next = Some(loaded);
     for _ in 0..MAX_ATTEMPTS {
-        let loaded =
-            load_or_create(catalog, sink, prefix, &wanted, table.target_file_bytes).await?;
+        let loaded = match next.take() {
+            Some(l) => l,
+            None => load_or_create(catalog, sink, prefix, &wanted, table.target_file_bytes).await?,
+        };
         let meta = &loaded.metadata;
         if let Some(id) = committed_snapshot(meta, window, generation) {
             return Ok(Committed::Already(id));
@@ -722,9 +775,33 @@ mod tests {
             target_file_bytes: 1 << 20,
         };
         let lake = LakeSchema::default();
+        fn generation<'a>(window: &'a str, files: &'a [TableFile]) -> Generation<'a> {
+            Generation {
+                window,
+                generation: 0,
+                files,
+                now_ms: 1,
+            }
+        }
         let commit = |w: &'static str, key: &'static str| {
             let (sink, table, lake) = (&sink, &table, &lake);
-            async move { commit_generation(sink, "lake", table, lake, (w, 0), &[file(key)], 1).await }
+            async move {
+                let placed = place(sink, "lake", table).await?;
+                assert_eq!(
+                    placed.data_prefix, "lake",
+                    "the lake's own table: data in the lake"
+                );
+                let files = [file(key)];
+                commit_generation(
+                    sink,
+                    "lake",
+                    table,
+                    lake,
+                    &generation(w, &files),
+                    placed.loaded,
+                )
+                .await
+            }
         };
         let first = commit("w1", "lake/a/1.parquet").await.expect("first");
         let catalog = LakeCatalog {
@@ -780,6 +857,22 @@ mod tests {
             .await
             .expect("get");
         assert_eq!(hint.as_deref(), Some(&b"3"[..]));
+
+        // a generation placed on the stale table plans again after the conflict
+        let files = [file("lake/a/3.parquet")];
+        let third = commit_generation(
+            &sink,
+            "lake",
+            &table,
+            &lake,
+            &generation("w3", &files),
+            stale,
+        )
+        .await
+        .expect("third");
+        assert_eq!(third, Committed::Appended(snapshot_id("w3", 0)));
+        let now = catalog.load().await.expect("load").expect("a table");
+        assert_eq!(now.metadata["snapshots"].as_array().map(Vec::len), Some(3));
     }
 
     #[test]
