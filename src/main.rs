@@ -20,7 +20,9 @@ use kinesis_lake::aws::kinesis_stream::KinesisReader;
 use kinesis_lake::aws::{AwsLake, ClientSettings, S3Sink};
 use kinesis_lake::core::dedup::{DedupMode, NoClaims};
 use kinesis_lake::core::iceberg::TableFormat;
-use kinesis_lake::core::publish::{PublishConfig, Published, Which, publish};
+use kinesis_lake::core::publish::{
+    DEFAULT_TARGET_FILE_BYTES, PublishConfig, Published, Which, publish,
+};
 use kinesis_lake::ingest::{BatchLimits, Summary, ingest};
 use kinesis_lake::local::input::{InputFile, OnRead, expand, total_bytes};
 use kinesis_lake::local::{FsSink, RedbStore, fs_sink, redb_store};
@@ -334,8 +336,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            let default_target = PublishConfig::default().target_file_bytes;
-            let iceberg = runtime.block_on(table.iceberg(payload_json, default_target))?;
+            let iceberg =
+                runtime.block_on(table.iceberg(payload_json, DEFAULT_TARGET_FILE_BYTES))?;
             let publish_cfg = (window > 0 && !no_publish).then(|| PublishConfig {
                 window_secs: window,
                 encode: encode.clone(),
@@ -1225,10 +1227,7 @@ async fn run_replay<
         let p = PublishConfig {
             iceberg: job
                 .table
-                .iceberg(
-                    job.cfg.encode.payload_json,
-                    PublishConfig::default().target_file_bytes,
-                )
+                .iceberg(job.cfg.encode.payload_json, DEFAULT_TARGET_FILE_BYTES)
                 .await?,
             prefix: job.cfg.prefix.clone(),
             window_secs: job.cfg.window_secs,

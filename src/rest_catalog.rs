@@ -284,8 +284,8 @@ impl RestCatalog {
                 let (id, secret) = c.split_once(':').unwrap_or(("", c.as_str()));
                 let form = format!(
                     "grant_type=client_credentials&client_id={}&client_secret={}&scope=catalog",
-                    form_encode(id),
-                    form_encode(secret)
+                    percent_encode(id),
+                    percent_encode(secret)
                 );
                 let a = self
                     .send(
@@ -308,7 +308,7 @@ impl RestCatalog {
         };
         let mut url = format!("{}/v1/config", self.uri);
         if let Some(w) = &self.warehouse {
-            url = format!("{url}?warehouse={}", form_encode(w));
+            url = format!("{url}?warehouse={}", percent_encode(w));
         }
         let a = self.send("GET", &url, None, token.as_deref()).await?;
         if a.status != 200 {
@@ -319,7 +319,7 @@ impl RestCatalog {
             .pointer("/overrides/prefix")
             .or_else(|| a.body.pointer("/defaults/prefix"))
             .and_then(Json::as_str)
-            .map_or_else(String::new, |p| format!("{}/", path_encode(p)));
+            .map_or_else(String::new, |p| format!("{}/", percent_encode(p)));
         let v = (prefix, token);
         *s = Some(v.clone());
         Ok(v)
@@ -327,12 +327,12 @@ impl RestCatalog {
 
     /// The path of the namespace's tables.
     fn tables_path(&self) -> String {
-        format!("namespaces/{}/tables", path_encode(&self.namespace))
+        format!("namespaces/{}/tables", percent_encode(&self.namespace))
     }
 
     /// The path of the table.
     fn table_path(&self) -> String {
-        format!("{}/{}", self.tables_path(), path_encode(&self.table))
+        format!("{}/{}", self.tables_path(), percent_encode(&self.table))
     }
 
     async fn loaded(&self, operation: &'static str, a: Answer) -> Result<Loaded, CatalogError> {
@@ -352,8 +352,9 @@ impl RestCatalog {
     }
 }
 
-/// Percent-encodes a form or query value.
-fn form_encode(s: &str) -> String {
+/// Percent-encodes a form value, a query value or a path segment: all but
+/// the unreserved characters, so one encoding serves the three.
+fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -362,11 +363,6 @@ fn form_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// Percent-encodes a path segment.
-fn path_encode(s: &str) -> String {
-    form_encode(s)
 }
 
 impl Catalog for RestCatalog {
@@ -466,9 +462,9 @@ mod tests {
     #[test]
     fn values_are_percent_encoded() {
         assert_eq!(
-            form_encode("arn:aws:s3tables:us-east-1:1:bucket/b"),
+            percent_encode("arn:aws:s3tables:us-east-1:1:bucket/b"),
             "arn%3Aaws%3As3tables%3Aus-east-1%3A1%3Abucket%2Fb"
         );
-        assert_eq!(form_encode("a b+c"), "a%20b%2Bc");
+        assert_eq!(percent_encode("a b+c"), "a%20b%2Bc");
     }
 }
